@@ -1,0 +1,49 @@
+"""The ``mlengine`` command line: a thin shell over the SDK, mirroring ``gcloud ai-platform``.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mlengine.cli import _config, _jobs, _local, _server
+from mlengine.errors import MLEngineError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mlengine",
+    help="Self-hosted Google Cloud ML Engine: train, tune, register and serve models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(_jobs.app, name="jobs")
+app.add_typer(_local.app, name="local")
+app.add_typer(_server.app, name="server")
+app.add_typer(_config.app, name="config")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: str = typer.Option(None, "--home", help="State directory (MLENGINE_HOME)."),
+    api_url: str = typer.Option(None, "--api-url", help="API server (MLENGINE_API_URL)."),
+    project: str = typer.Option(None, "--project", help="Project (MLENGINE_PROJECT)."),
+) -> None:
+    ctx.obj = {"home": home, "api_url": api_url, "project": project}
+
+
+def main() -> None:
+    """Run the CLI; mlengine errors become one line on stderr and their exit code."""
+    try:
+        app()
+    except MLEngineError as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        print(f"ERROR: {lines[0]}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,257 @@
+"""The ml v1 `Job` resource: validation of request bodies and rendering of stored jobs.
+
+Request bodies are validated here with one message template (`invalid_field`); unknown fields
+are dropped, never rejected and never echoed back (AIPLATFORM.md §1.2). int64 fields are
+accepted as numbers or strings and always emitted as strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mlengine.errors import InvalidArgument, invalid_field
+from mlengine.jobs._scale_tiers import replicas_for, scale_tier_of
+from mlengine.store import JobRecord
+
+__all__ = [
+    "JOB_ID_PATTERN",
+    "LIST_FILTER_FIELDS",
+    "job_resource",
+    "rfc3339",
+    "validate_job_id",
+    "validate_labels",
+    "validate_training_input",
+]
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+LIST_FILTER_FIELDS = frozenset({"jobId", "state", "labels"})
+
+_INT64_FIELDS = ("workerCount", "parameterServerCount", "evaluatorCount")
+_STRING_FIELDS = (
+    "masterType",
+    "workerType",
+    "parameterServerType",
+    "evaluatorType",
+    "pythonModule",
+    "region",
+    "jobDir",
+    "runtimeVersion",
+    "pythonVersion",
+    "network",
+    "serviceAccount",
+)
+_REPLICA_CONFIGS = ("masterConfig", "workerConfig", "parameterServerConfig", "evaluatorConfig")
+_ACCELERATOR_TYPES = frozenset(
+    {
+        "ACCELERATOR_TYPE_UNSPECIFIED",
+        "NVIDIA_TESLA_K80",
+        "NVIDIA_TESLA_P100",
+        "NVIDIA_TESLA_V100",
+        "NVIDIA_TESLA_P4",
+        "NVIDIA_TESLA_T4",
+        "NVIDIA_TESLA_A100",
+        "TPU_V2",
+        "TPU_V3",
+        "TPU_V2_POD",
+        "TPU_V3_POD",
+        "TPU_V4_POD",
+    }
+)
+_DURATION = re.compile(r"^\d+(\.\d+)?s$")
+
+
+def validate_job_id(job_id: object) -> str:
+    """Return `job_id` when it is a valid ml v1 job id.
+
+    Raises:
+        InvalidArgument: not a string of letters, digits and underscores starting with a letter.
+    """
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+        raise invalid_field(
+            "jobId",
+            "Job",
+            "1 to 128 letters, digits or underscores, starting with a letter",
+            job_id,
+        )
+    return job_id
+
+
+def validate_labels(labels: object, owner: str = "Job") -> dict[str, str]:
+    """Return `labels` as a dict when keys and values follow the Cloud label rules.
+
+    Raises:
+        InvalidArgument: not a mapping of valid keys to valid values.
+    """
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise invalid_field("labels", owner, "a map of strings", labels)
+    if len(labels) > 64:
+        raise invalid_field("labels", owner, "at most 64 labels", len(labels))
+    result: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+            raise invalid_field(
+                f"labels.{key}",
+                owner,
+                "a key of lowercase letters, digits, '_' or '-', starting with a letter",
+                key,
+            )
+        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+            raise invalid_field(
+                f"labels.{key}", owner, "a value of lowercase letters, digits, '_' or '-'", value
+            )
+        result[key] = value
+    return result
+
+
+def _int64(training_input: Mapping[str, Any], field: str) -> str | None:
+    if field not in training_input or training_input[field] in (None, ""):
+        return None
+    value = training_input[field]
+    try:
+        number = int(value)
+        valid = number >= 0 and str(value).strip() in (str(number), f"{number}.0")
+    except (TypeError, ValueError):
+        valid = False
+    if isinstance(value, bool) or not valid:
+        raise invalid_field(field, "TrainingInput", "an integer >= 0", value)
+    return str(number)
+
+
+def _replica_config(value: object, field: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise invalid_field(field, "TrainingInput", "an object (ReplicaConfig)", value)
+    config: dict[str, Any] = {}
+    if value.get("imageUri"):
+        raise InvalidArgument(
+            f"The '{field}.imageUri' field of TrainingInput names a custom container; the local "
+            "runner runs Python packages only. Use --package-path/--packages and --module-name."
+        )
+    accelerator = value.get("acceleratorConfig")
+    if accelerator is not None:
+        if not isinstance(accelerator, Mapping):
+            raise invalid_field(f"{field}.acceleratorConfig", "TrainingInput", "an object",
+                                accelerator)
+        kind = accelerator.get("type", "ACCELERATOR_TYPE_UNSPECIFIED")
+        if kind not in _ACCELERATOR_TYPES:
+            raise invalid_field(
+                f"{field}.acceleratorConfig.type", "TrainingInput",
+                "one of " + ", ".join(sorted(_ACCELERATOR_TYPES)), kind,
+            )
+        count = _int64({"count": accelerator.get("count", 0)}, "count") or "0"
+        config["acceleratorConfig"] = {"count": count, "type": kind}
+    disk = value.get("diskConfig")
+    if isinstance(disk, Mapping):
+        config["diskConfig"] = {k: disk[k] for k in ("bootDiskSizeGb", "bootDiskType") if k in disk}
+    return config
+
+
+def validate_training_input(training_input: object) -> dict[str, Any]:
+    """Return the normalised TrainingInput of a training job request.
+
+    Keeps the known fields only, turns int64 fields into strings and always sets `scaleTier`.
+
+    Raises:
+        InvalidArgument: a field is missing, of the wrong type or out of range.
+    """
+    if not isinstance(training_input, Mapping):
+        raise invalid_field("trainingInput", "Job", "an object (TrainingInput)", training_input)
+    result: dict[str, Any] = {}
+    for field in _STRING_FIELDS:
+        value = training_input.get(field)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise invalid_field(field, "TrainingInput", "a string", value)
+        result[field] = value
+    result["scaleTier"] = scale_tier_of(training_input)
+    for field in _INT64_FIELDS:
+        count = _int64(training_input, field)
+        if count is not None:
+            result[field] = count
+    for field in _REPLICA_CONFIGS:
+        if training_input.get(field) is not None:
+            result[field] = _replica_config(training_input[field], field)
+    if training_input.get("hyperparameters") is not None:
+        raise InvalidArgument(
+            "The 'hyperparameters' field of TrainingInput asks for hyperparameter tuning, which "
+            "this mlengine version does not run yet; submit the job without it."
+        )
+    if not result.get("pythonModule"):
+        raise InvalidArgument("The 'pythonModule' field of TrainingInput is required.")
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", result["pythonModule"]):
+        raise invalid_field("pythonModule", "TrainingInput", "a dotted module name",
+                            result["pythonModule"])
+    packages = training_input.get("packageUris")
+    if not isinstance(packages, list) or not packages:
+        raise InvalidArgument(
+            "The 'packageUris' field of TrainingInput is required: a list of 1 to 100 package "
+            "URIs (sdists or wheels)."
+        )
+    if len(packages) > 100 or not all(isinstance(p, str) and p for p in packages):
+        raise invalid_field("packageUris", "TrainingInput", "a list of 1 to 100 URIs", packages)
+    result["packageUris"] = list(packages)
+    args = training_input.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise invalid_field("args", "TrainingInput", "a list of strings", args)
+    result["args"] = list(args)
+    scheduling = training_input.get("scheduling")
+    if scheduling is not None:
+        if not isinstance(scheduling, Mapping):
+            raise invalid_field("scheduling", "TrainingInput", "an object", scheduling)
+        kept: dict[str, Any] = {}
+        for key in ("maxRunningTime", "maxWaitTime"):
+            if key in scheduling:
+                if not isinstance(scheduling[key], str) or not _DURATION.match(scheduling[key]):
+                    raise invalid_field(f"scheduling.{key}", "TrainingInput",
+                                        "a duration such as '3600s'", scheduling[key])
+                kept[key] = scheduling[key]
+        if "priority" in scheduling:
+            kept["priority"] = scheduling["priority"]
+        result["scheduling"] = kept
+    replicas_for(result)  # rejects tier/count combinations AI Platform rejects
+    return result
+
+
+def rfc3339(value: Any) -> str | None:
+    """A datetime as RFC 3339 UTC with a ``Z`` (what ml v1 emits), or None."""
+    if value is None:
+        return None
+    text: str = value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return text
+
+
+def job_resource(record: JobRecord, queue_position: int | None = None) -> dict[str, Any]:
+    """Render a stored job as the ml v1 `Job` JSON object."""
+    resource: dict[str, Any] = {
+        "jobId": record.job_id,
+        "createTime": rfc3339(record.create_time),
+        "state": record.state,
+    }
+    if record.start_time is not None:
+        resource["startTime"] = rfc3339(record.start_time)
+    if record.end_time is not None:
+        resource["endTime"] = rfc3339(record.end_time)
+    if record.error_message:
+        resource["errorMessage"] = record.error_message
+    if record.labels:
+        resource["labels"] = dict(record.labels)
+    if record.training_input is not None:
+        resource["trainingInput"] = dict(record.training_input)
+    if record.training_output is not None:
+        resource["trainingOutput"] = dict(record.training_output)
+    if record.prediction_input is not None:
+        resource["predictionInput"] = dict(record.prediction_input)
+    if record.prediction_output is not None:
+        resource["predictionOutput"] = dict(record.prediction_output)
+    if record.state == "QUEUED" and queue_position is not None:
+        resource["jobPosition"] = str(queue_position)
+    elif record.state != "QUEUED":
+        resource["jobPosition"] = "0"
+    resource["etag"] = record.etag
+    return resource

@@ -1,0 +1,87 @@
+"""The FastAPI application: ml v1 REST, health, and (later) prediction and the console."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+import mlengine
+from mlengine.config import Settings
+from mlengine.jobs import JobService, Scheduler
+from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
+from mlengine.server._ml_v1_jobs import router as jobs_router
+from mlengine.store import ArtifactStore, get_store
+
+__all__ = ["create_app", "create_app_from_environment"]
+
+logger = logging.getLogger("mlengine.server")
+
+
+def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) -> FastAPI:
+    """Build the API server for `settings` (resolved from the environment when None).
+
+    With `run_scheduler`, the app also runs a `Scheduler`; it works only while it holds the
+    database's scheduler lease, so any number of API processes may share one database.
+    """
+    settings = settings or Settings.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = get_store(settings.database_url)
+        app.state.store = store
+        app.state.jobs = JobService(store, settings)
+        app.state.artifacts = ArtifactStore(settings.artifact_root)
+        scheduler = Scheduler(store, settings) if run_scheduler else None
+        app.state.scheduler = scheduler
+        app.state.wake_scheduler = scheduler.wake if scheduler else (lambda: None)
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+
+    app = FastAPI(
+        title="mlengine",
+        version=mlengine.__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.include_router(jobs_router)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
+        token = settings.api_token
+        if token and request.url.path not in ("/healthz", "/readyz"):
+            if request.headers.get("authorization") != f"Bearer {token}":
+                return error_response(401, "Missing or wrong bearer token (MLENGINE_API_TOKEN).")
+        response: Response = await call_next(request)
+        return response
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        scheduler = getattr(request.app.state, "scheduler", None)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": mlengine.__version__,
+                "pid": os.getpid(),
+                "home": settings.home,
+                "schedulerLeader": bool(scheduler and scheduler.is_leader),
+            }
+        )
+
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings come from ``MLENGINE_*`` variables."""
+    return create_app(Settings.load())
