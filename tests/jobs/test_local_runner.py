@@ -35,6 +35,11 @@ TRAINER = textwrap.dedent(
     """\
     import json, os, signal, subprocess, sys, time
 
+    def put(path, text):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
     args = sys.argv[1:]
     job_dir = args[args.index("--job-dir") + 1]
     task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -45,8 +50,7 @@ TRAINER = textwrap.dedent(
             "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR", "CUDA_VISIBLE_DEVICES", "EXTRA"]
     record = {"argv": args, "cwd": os.getcwd(), "files": os.listdir("."),
               "env": {k: os.environ.get(k) for k in keys}}
-    with open(os.path.join(job_dir, name + ".json"), "w") as f:
-        json.dump(record, f)
+    put(os.path.join(job_dir, name + ".json"), json.dumps(record))
     open("scratch.txt", "w").close()
     print("hello from", name)
     print("trouble in", name, file=sys.stderr)
@@ -54,11 +58,9 @@ TRAINER = textwrap.dedent(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if f"--grandchild-{kind}" in args:
         child = subprocess.Popen(["sleep", "1000"])
-        with open(os.path.join(job_dir, name + ".grandchild"), "w") as f:
-            f.write(str(child.pid))
+        put(os.path.join(job_dir, name + ".grandchild"), str(child.pid))
     if f"--sleep-{kind}" in args:
-        with open(os.path.join(job_dir, name + ".ready"), "w") as f:
-            f.write(str(os.getpid()))
+        put(os.path.join(job_dir, name + ".ready"), str(os.getpid()))
         time.sleep(1000)
     flag = f"--exit-{kind}"
     sys.exit(int(args[args.index(flag) + 1]) if flag in args else 0)
@@ -141,6 +143,13 @@ def wait_exited(runner: LocalRunner, state: RunnerState) -> dict[str, int | None
 def pid_gone(pid: int) -> bool:
     """True once `pid` is neither running nor a zombie."""
     return not os.path.exists(f"/proc/{pid}")
+
+
+def describe(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "gone"
 
 
 def pid_running(pid: int) -> bool:
@@ -298,15 +307,16 @@ def test_stop_kills_the_whole_tree(
     job_dir = tmp_path / "job"
     for name in ("master-replica-0", "worker-replica-0"):
         wait_for((job_dir / f"{name}.ready").exists)
-    grandchildren = [int((job_dir / f"{n}.grandchild").read_text()) for n in ("master", "worker")]
-    trainers = [int((job_dir / f"{n}-replica-0.ready").read_text()) for n in ("master", "worker")]
+    names = ("master-replica-0", "worker-replica-0")
+    grandchildren = [int((job_dir / f"{name}.grandchild").read_text()) for name in names]
+    trainers = [int((job_dir / f"{name}.ready").read_text()) for name in names]
     supervisors = [entry["pid"] for entry in state["replicas"]]
 
     started = time.monotonic()
     runner.stop(state, grace_s=0.5)
     assert time.monotonic() - started < 4.0
     for pid in grandchildren + trainers + supervisors:
-        assert pid_gone(pid), pid  # neither running nor left as a zombie
+        assert pid_gone(pid), (pid, describe(pid), grandchildren, trainers, supervisors)
     for pgid in supervisors:
         assert group_pids(pgid) == []
     statuses = {s.replica.name: (s.phase, s.exit_code) for s in runner.poll(state)}
@@ -325,7 +335,9 @@ def test_a_fresh_instance_takes_over(
     state = runner.start(make_spec(["--sleep-master"]))
     other = LocalRunner()
     assert [s.phase for s in other.poll(json.loads(json.dumps(state)))] == [ReplicaPhase.RUNNING]
-    other.stop(state, grace_s=1.0)
+    started = time.monotonic()
+    other.stop(state, grace_s=5.0)  # right after start: the SIGTERM still reaches the trainer
+    assert time.monotonic() - started < 2.5
     assert [(s.phase, s.exit_code) for s in runner.poll(state)] == [
         (ReplicaPhase.EXITED, -signal.SIGTERM)
     ]

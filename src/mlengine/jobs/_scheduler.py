@@ -358,11 +358,11 @@ def _verdict(
         replica = status.replica
         where = f"The replica {replica.task_type} {replica.index}"
         if status.phase == ReplicaPhase.LOST:
-            return JobState.FAILED, (
+            message = (
                 f"{where} was lost: its process ended without recording an exit status "
-                "(the machine or the mlengine server running it stopped).",
-                None,
+                "(the machine or the mlengine server running it stopped)."
             )
+            return JobState.FAILED, message, None
         if status.phase == ReplicaPhase.EXITED and status.exit_code:
             return JobState.FAILED, f"{where} {_describe_exit(status.exit_code)}.", status
     primary = next(s for s in statuses if s.replica.is_primary)

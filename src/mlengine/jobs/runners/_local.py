@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ _HOST = "127.0.0.1"
 _KILL_WAIT_S = 5.0
 """How long `stop` waits for processes to vanish after SIGKILL."""
 _POLL_S = 0.02
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 _CONFIG_FIELDS = {
     "master": "masterConfig",
     "chief": "masterConfig",
@@ -192,7 +193,10 @@ class LocalRunner(Runner):
             "--log-file", str(log_file), "--exit-file", str(exit_file), "--cwd", str(cwd),
             "--", *command,
         ]  # fmt: skip
-        with open(spec.run_dir / f"{replica.name}.supervisor.err", "ab") as supervisor_err:
+        with (
+            open(spec.run_dir / f"{replica.name}.supervisor.err", "ab") as supervisor_err,
+            _signals_blocked(),
+        ):
             process = subprocess.Popen(
                 argv,
                 env=env,
@@ -233,6 +237,17 @@ def _visible_devices(
         devices[replica.name] = ",".join(str(i) for i in range(next_index, next_index + count))
         next_index += count
     return devices
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Block the stop signals in this thread; a process started meanwhile inherits the mask,
+    so a `stop` right after `start` cannot kill a supervisor before its handler is set."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _reap() -> None:

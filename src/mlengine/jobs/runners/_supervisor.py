@@ -11,11 +11,14 @@ it starts fast and does not depend on the environment it supervises. It:
   "message": <line without its newline>}``, flushed line by line;
 * writes the trainer's exit code to E (via ``E.tmp`` and ``os.replace``) when it exits: -N when
   a signal N killed it, 127 when it could not be started;
-* ignores SIGTERM, SIGINT and SIGHUP (with a handler, not SIG_IGN, so that the trainer gets
+* survives SIGTERM, SIGINT and SIGHUP (with a handler, not SIG_IGN, so that the trainer gets
   default dispositions): the runner signals the whole process group, and the supervisor must
-  outlive the trainer to record how it ended;
-* is the child subreaper of the run (Linux), so descendants orphaned by the trainer are reaped
-  here rather than left as zombies of an init process that may not reap.
+  outlive the trainer to record how it ended. The runner starts it with these signals blocked
+  and it unblocks them once its handler is in place; one that arrives before the trainer is
+  started is sent to the trainer right after;
+* is the child subreaper of the run (Linux): descendants orphaned by the trainer become its
+  children, and it exits only once they are all gone and reaped, rather than leave zombies to
+  an init process that may not reap them.
 
 It survives the process that started it: it is a session leader of its own.
 """
@@ -52,8 +55,16 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _ignore(signum: int, frame: Any) -> None:
-    """Do nothing: the trainer, in the same process group, gets the signal too."""
+_early_signals: list[int] = []
+_spawned = False
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Survive: the trainer, in the same process group, gets the signal too. A signal that
+    comes before the trainer exists is remembered and handed on once it does."""
+    if not _spawned:
+        _early_signals.append(signum)
 
 
 def _become_subreaper() -> None:
@@ -100,25 +111,25 @@ def _parse(argv: list[str]) -> tuple[str, str, str, list[str]]:
     return options["--log-file"], options["--exit-file"], options["--cwd"], command
 
 
-def _reap_others(child_pid: int) -> int | None:
-    """Reap any exited child without blocking; return the trainer's exit code if it was one."""
-    code = None
+def _reap_others() -> None:
+    """Reap the adopted orphans that have exited, without blocking."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return code
+            return
         if pid == 0:
-            return code
-        if pid == child_pid:
-            code = os.waitstatus_to_exitcode(status)
+            return
 
 
 def main(argv: list[str]) -> int:
     """Supervise one trainer process; returns 0 once its exit code is recorded."""
     log_file, exit_file, cwd, command = _parse(argv)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _ignore)
+    global _spawned
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
+    # The runner starts us with these signals blocked, so none is lost before the handlers.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     _become_subreaper()
     log = _Log(log_file)
     try:
@@ -130,6 +141,9 @@ def main(argv: list[str]) -> int:
         log.write("stderr", f"mlengine: cannot start {command[0]!r} in {cwd!r}: {e}")
         _write_atomic(exit_file, "127\n")
         return 0
+    _spawned = True
+    if _early_signals:
+        os.kill(child.pid, _early_signals[0])
     _write_atomic(exit_file + ".pids", f'{{"supervisor": {os.getpid()}, "child": {child.pid}}}')
     assert child.stdout is not None and child.stderr is not None
     pumps = [
@@ -150,11 +164,16 @@ def main(argv: list[str]) -> int:
         pump.join(max(0.0, deadline - time.monotonic()))
     _write_atomic(exit_file, f"{code}\n")
     while any(pump.is_alive() for pump in pumps):
-        _reap_others(child.pid)
+        _reap_others()
         for pump in pumps:
             pump.join(0.1)
-    _reap_others(child.pid)
-    return 0
+    # Stay until every adopted orphan is reaped (a `stop` kills them); leaving earlier would
+    # hand them to an init that may never reap them.
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,272 @@
+"""The scheduler with a real metadata store, real trainer environments and the local runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlengine.config import Settings
+from mlengine.jobs import JobService, JobState, Scheduler
+from mlengine.jobs._packaging import build_package
+from mlengine.store import MetadataStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[MetadataStore]:
+    instance = MetadataStore(settings.database_url)
+    instance.upgrade()
+    yield instance
+    instance.dispose()
+
+
+@pytest.fixture
+def package_uri(trainer_package: Path, tmp_path: Path) -> str:
+    return str(build_package(trainer_package, tmp_path / "dist"))
+
+
+@pytest.fixture
+def make_scheduler(
+    store: MetadataStore, settings: Settings
+) -> Iterator[Callable[..., Scheduler]]:
+    started: list[Scheduler] = []
+
+    def make(start: bool = True, **options: Any) -> Scheduler:
+        options.setdefault("poll_interval", 0.05)
+        scheduler = Scheduler(store, settings, **options)
+        if start:
+            scheduler.start()
+        started.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in started:
+        scheduler.stop()
+
+
+def submit(service: JobService, job_id: str, uri: str, job_dir: Path, *args: str,
+           **training: Any) -> None:
+    service.create("p", {
+        "jobId": job_id,
+        "trainingInput": {"pythonModule": "trainer.task", "packageUris": [uri],
+                          "args": list(args), "jobDir": str(job_dir), **training},
+    })
+
+
+def wait_for(service: JobService, job_id: str, states: set[str],
+             timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = service.get("p", job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} is {service.get('p', job_id)['state']}, not in {states}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(")")[-1].split()[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def record(job_dir: Path, name: str = "chief-0", timeout: float = 30) -> dict[str, Any]:
+    path = job_dir / f"{name}.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    time.sleep(0.05)
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def test_job_runs_to_success_with_the_trainer_contract(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    submit(service, "ok", package_uri, tmp_path / "out", "--epochs", "3")
+    job = wait_for(service, "ok", {"SUCCEEDED", "FAILED"})
+    assert job["state"] == "SUCCEEDED", job.get("errorMessage")
+    assert job["createTime"] <= job["startTime"] <= job["endTime"]
+    trainer = record(tmp_path / "out")
+    assert trainer["argv"] == ["--epochs", "3", "--job-dir", str(tmp_path / "out")]
+    assert Path(trainer["cwd"]).is_relative_to(settings.home_path)
+    assert (Path(trainer["cwd"]) / "relative-output.txt").read_text() == "chief-0"
+    assert trainer["env"]["CLOUD_ML_JOB_ID"] == "ok"
+    tf_config = json.loads(trainer["env"]["TF_CONFIG"])
+    assert json.loads(tf_config["job"])["python_module"] == "trainer.task"
+    assert trainer["env"]["AIP_MODEL_DIR"].startswith(str(tmp_path / "out"))
+    messages = [e["message"] for e in service.logs("p", "ok")["entries"]]
+    assert "trainer chief-0 done" in messages
+    assert "Job completed successfully." in messages
+
+
+def test_failed_job_reports_the_tail_of_stderr(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    submit(service, "crash", package_uri, tmp_path / "out", "--crash")
+    submit(service, "exit3", package_uri, tmp_path / "out3", "--exit", "3")
+    crashed = wait_for(service, "crash", {"SUCCEEDED", "FAILED"})
+    assert crashed["state"] == "FAILED"
+    assert "The replica master 0 exited with a non-zero status of 1." in crashed["errorMessage"]
+    assert "RuntimeError: the trainer crashed on purpose" in crashed["errorMessage"]
+    exited = wait_for(service, "exit3", {"SUCCEEDED", "FAILED"})
+    assert "non-zero status of 3" in exited["errorMessage"]
+
+
+def test_cancel_running_job_kills_the_process_tree(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    submit(service, "long", package_uri, tmp_path / "out", "--spawn-child", "--sleep", "120")
+    wait_for(service, "long", {"RUNNING"})
+    trainer = record(tmp_path / "out")
+    child = int((tmp_path / "out" / "chief-0.child").read_text())
+    assert alive(trainer["pid"]) and alive(child)
+    service.cancel("p", "long")
+    assert service.get("p", "long")["state"] in ("CANCELLING", "CANCELLED")
+    job = wait_for(service, "long", {"CANCELLED"}, timeout=20)
+    assert job["errorMessage"] == "Job cancelled by the user."
+    assert "endTime" in job
+    assert wait_gone(trainer["pid"]) and wait_gone(child)
+
+
+def test_cancel_of_queued_job_is_immediate(
+    store: MetadataStore, settings: Settings, package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    submit(service, "queued", package_uri, tmp_path / "out")
+    service.cancel("p", "queued")
+    job = service.get("p", "queued")
+    assert job["state"] == "CANCELLED"
+    assert "startTime" not in job
+
+
+def test_a_new_scheduler_adopts_running_jobs_after_a_crash(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    first = make_scheduler(lease_ttl=1.0)
+    submit(service, "survivor", package_uri, tmp_path / "out", "--sleep", "3")
+    wait_for(service, "survivor", {"RUNNING"})
+    first._stopping.set()  # the first scheduler "dies": it stops without releasing its lease
+    assert first._thread is not None
+    first._thread.join(5)
+    second = make_scheduler(start=False, lease_ttl=5.0)
+    second.step()
+    assert not second.is_leader  # the dead owner's lease has not expired yet
+    time.sleep(1.1)
+    second.start()
+    job = wait_for(service, "survivor", {"SUCCEEDED", "FAILED"})
+    assert job["state"] == "SUCCEEDED", job.get("errorMessage")
+    assert second.is_leader
+
+
+def test_vanished_replicas_fail_the_job_with_the_reason(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    submit(service, "lost", package_uri, tmp_path / "out", "--sleep", "120")
+    wait_for(service, "lost", {"RUNNING"})
+    record(tmp_path / "out")
+    state = store.get_job("p", "lost").runner_state
+    assert state is not None
+    for replica in state["replicas"]:
+        os.killpg(replica["pid"], signal.SIGKILL)  # supervisor and trainer die together
+    job = wait_for(service, "lost", {"FAILED", "SUCCEEDED"})
+    assert job["state"] == "FAILED"
+    assert "was lost" in job["errorMessage"]
+
+
+def test_orphaned_preparation_is_queued_again(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    submit(service, "orphan", package_uri, tmp_path / "out")
+    store.update_job("p", "orphan", state="PREPARING")  # a dead server was preparing it
+    make_scheduler()
+    job = wait_for(service, "orphan", {"SUCCEEDED", "FAILED"})
+    assert job["state"] == "SUCCEEDED", job.get("errorMessage")
+    messages = [e["message"] for e in service.logs("p", "orphan")["entries"]]
+    assert any("queued again" in m for m in messages)
+
+
+def test_concurrency_limit_keeps_jobs_queued(
+    store: MetadataStore, home: Path, package_uri: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLENGINE_MAX_RUNNING_JOBS", "1")
+    settings = Settings.load()
+    service = JobService(store, settings)
+    scheduler = Scheduler(store, settings, poll_interval=0.05)
+    scheduler.start()
+    try:
+        submit(service, "first", package_uri, tmp_path / "a", "--sleep", "2")
+        submit(service, "second", package_uri, tmp_path / "b")
+        wait_for(service, "first", {"RUNNING"})
+        second = service.get("p", "second")
+        assert second["state"] == "QUEUED"
+        assert second["jobPosition"] == "1"
+        assert wait_for(service, "second", {"SUCCEEDED"})["state"] == "SUCCEEDED"
+        first = service.get("p", "first")
+        assert first["endTime"] <= service.get("p", "second")["startTime"]
+    finally:
+        scheduler.stop()
+
+
+def test_missing_package_fails_the_job_clearly(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    missing = str(tmp_path / "nowhere" / "trainer-0.1.tar.gz")
+    submit(service, "nopkg", missing, tmp_path / "out")
+    job = wait_for(service, "nopkg", {"FAILED", "SUCCEEDED"})
+    assert job["state"] == "FAILED"
+    assert missing in job["errorMessage"]
+
+
+def test_max_running_time_stops_the_job(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    package_uri: str, tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    submit(service, "slow", package_uri, tmp_path / "out", "--sleep", "60",
+           scheduling={"maxRunningTime": "1s"})
+    job = wait_for(service, "slow", {"FAILED", "SUCCEEDED"}, timeout=30)
+    assert job["state"] == "FAILED"
+    assert "maxRunningTime=1s" in job["errorMessage"]
