@@ -32,7 +32,9 @@ log and printed.
 Targets (informational; the exit code is 0 whether they are met or not, 1 on an error):
 ``local train`` <= 1.3x ``direct``, and a queued job's overhead (queued - direct) <= 1.5 s.
 
-Usage: ``python benchmarks/jobs_overhead.py [--repeat N] [--json] [--keep]``.
+Usage: ``python benchmarks/jobs_overhead.py [--repeat N] [--json] [--keep]
+[--trainer-seconds S]``; ``--trainer-seconds`` makes the trainer sleep S seconds in every
+flow, to see the same overheads against a trainer that does some work.
 """
 
 from __future__ import annotations
@@ -68,13 +70,20 @@ COLD_JOB_TIMEOUT_S = 600.0
 SERVER_TIMEOUT_S = 90.0
 
 TRAINER_TASK = '''\
-"""A no-op trainer: parse the arguments AI Platform passes, say so, exit 0."""
+"""A no-op trainer: parse the arguments AI Platform passes, say so, exit 0.
+
+``--sleep S`` (the benchmark's ``--trainer-seconds``) makes it wait S seconds first.
+"""
 
 import argparse
+import time
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--job-dir", default=None)
+parser.add_argument("--sleep", type=float, default=0.0)
 arguments, _ = parser.parse_known_args()
+if arguments.sleep > 0:
+    time.sleep(arguments.sleep)
 print(f"noop trainer done (job dir {arguments.job_dir})", flush=True)
 '''
 
@@ -222,8 +231,10 @@ def _progress(message: str) -> None:
 class Bench:
     """One benchmark run: a temporary home, a trainer package, a server, the measurements."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, trainer_seconds: float = 0.0) -> None:
         self.root = root
+        self.trainer_seconds = trainer_seconds
+        self.trainer_args = ["--sleep", repr(trainer_seconds)] if trainer_seconds > 0 else []
         self.home = root / "home"
         self.out = root / "out"
         self.package = _write_trainer(root)
@@ -297,7 +308,10 @@ class Bench:
 
     def direct(self) -> float:
         name = f"direct_{self._next()}"
-        command = [sys.executable, "-m", "trainer.task", "--job-dir", self._job_dir(name)]
+        command = [
+            sys.executable, "-m", "trainer.task", *self.trainer_args,
+            "--job-dir", self._job_dir(name),
+        ]  # fmt: skip
         elapsed, _ = _run(
             command,
             env=self.env,
@@ -314,6 +328,7 @@ class Bench:
             "--module-name", "trainer.task",
             "--package-path", str(self.package),
             "--job-dir", self._job_dir(name),
+            "--", *self.trainer_args,
         ]  # fmt: skip
         elapsed, _ = _run(
             command, env=self.env, cwd=self.root, timeout=TRAINER_TIMEOUT_S, what="local train"
@@ -328,6 +343,7 @@ class Bench:
             "--package-path", str(self.package),
             "--job-dir", self._job_dir(job_id),
             "--stream-logs",
+            "--", *self.trainer_args,
         ]  # fmt: skip
         submitted = time.time()
         elapsed, _ = _run(
@@ -362,7 +378,11 @@ class Bench:
         submitted = time.time()
         start = time.perf_counter()
         job = self.client.jobs.submit_training(
-            job_id, module_name="trainer.task", job_dir=self._job_dir(job_id), args=[], **source
+            job_id,
+            module_name="trainer.task",
+            job_dir=self._job_dir(job_id),
+            args=self.trainer_args,
+            **source,
         )
         queued = time.perf_counter() - start
         try:
@@ -458,6 +478,7 @@ def measure(bench: Bench, repeat: int) -> dict[str, Any]:
     local = series["local_train"]
     results: dict[str, Any] = {
         "repeat": repeat,
+        "trainer_seconds": bench.trainer_seconds,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -539,8 +560,10 @@ _FLOW_NAMES = {
 def report(results: Mapping[str, Any]) -> str:
     """The results as a human-readable table."""
     width = 60
+    seconds = results["trainer_seconds"]
+    trainer = f"trainer sleeping {seconds} s" if seconds else "no-op trainer"
     lines = [
-        f"mlengine jobs overhead: no-op trainer, {results['repeat']} repetitions, "
+        f"mlengine jobs overhead: {trainer}, {results['repeat']} repetitions, "
         f"Python {results['python']}, {results['cpus']} CPUs, {results['platform']}",
         "",
         f"{'wall time':<{width}}{'median s':>10}{'min s':>10}",
@@ -591,11 +614,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory (home, logs, jobs)"
     )
+    parser.add_argument(
+        "--trainer-seconds",
+        type=float,
+        default=0.0,
+        help="the trainer sleeps this long (default 0: a no-op)",
+    )
     options = parser.parse_args(argv)
     if options.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if options.trainer_seconds < 0:
+        parser.error("--trainer-seconds must be >= 0")
     root = Path(tempfile.mkdtemp(prefix="mlengine-bench-"))
-    bench = Bench(root)
+    bench = Bench(root, options.trainer_seconds)
     try:
         _progress(f"starting a server at {bench.api_url} (home {bench.home})")
         bench.start_server()

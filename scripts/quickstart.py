@@ -30,13 +30,22 @@ def main() -> None:
     job_id = time.strftime("iris_%Y%m%d_%H%M%S")
     job_dir = settings.home_path / "quickstart" / job_id
     mlengine(
-        "jobs", "submit", "training", job_id,
-        "--module-name", "trainer.task",
-        "--package-path", str(REPO / "examples" / "iris" / "trainer"),
-        "--job-dir", str(job_dir),
-        "--labels", "example=iris",
+        "jobs",
+        "submit",
+        "training",
+        job_id,
+        "--module-name",
+        "trainer.task",
+        "--package-path",
+        str(REPO / "examples" / "iris" / "trainer"),
+        "--job-dir",
+        str(job_dir),
+        "--labels",
+        "example=iris",
         "--stream-logs",
-        "--", "--epochs", "30",
+        "--",
+        "--epochs",
+        "30",
     )
     mlengine("jobs", "describe", job_id)
     mlengine("jobs", "list", "--limit", "5")

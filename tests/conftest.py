@@ -87,8 +87,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLENGINE_HOME", str(directory))
     monkeypatch.setenv("MLENGINE_API_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLENGINE_CANCEL_GRACE_SECONDS", "2")
-    for variable in ("MLENGINE_DATABASE_URL", "MLENGINE_ARTIFACT_ROOT", "MLENGINE_PROJECT",
-                     "MLENGINE_CONFIG", "MLENGINE_API_TOKEN", "TF_CONFIG"):
+    for variable in (
+        "MLENGINE_DATABASE_URL",
+        "MLENGINE_ARTIFACT_ROOT",
+        "MLENGINE_PROJECT",
+        "MLENGINE_CONFIG",
+        "MLENGINE_API_TOKEN",
+        "TF_CONFIG",
+    ):
         monkeypatch.delenv(variable, raising=False)
     return directory
 
@@ -113,7 +119,9 @@ class ServerProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlengine", "server", "run", "--log-level", "warning"],
-                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ),
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -156,11 +164,15 @@ def server(settings: Settings) -> Iterator[ServerProcess]:
 def run_cli(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m mlengine ARGS`` as a user would; returns the completed process."""
 
-    def run(*args: str, timeout: float = 120, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 120, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mlengine", *args],
-            capture_output=True, text=True, timeout=timeout, cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
         )
 

@@ -27,8 +27,10 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
     for attribute in exported:
         assert getattr(module, attribute) is not None
     public = {
-        n for n, v in vars(module).items()
-        if not n.startswith("_") and not isinstance(v, type(sys))
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and not isinstance(v, type(sys))
         and str(getattr(v, "__module__", "")).startswith(name)
     }
     assert public <= exported, f"public but not in __all__: {public - exported}"
@@ -40,6 +42,7 @@ def test_import_mlengine_does_not_import_heavy_frameworks() -> None:
         "heavy = [m for m in ('torch', 'apache_beam', 'ray', 'tensorflow') if m in sys.modules];"
         "print(heavy)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -149,8 +149,9 @@ class Settings:
         return [
             {
                 "name": s.name,
-                "value": "****" if s.name == "api_token" and self.values[s.name] else
-                str(self.values[s.name]),
+                "value": "****"
+                if s.name == "api_token" and self.values[s.name]
+                else str(self.values[s.name]),
                 "source": self.sources[s.name],
                 "env": s.env,
             }

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mlengine.config import Settings
-from mlengine.jobs import JobService, JobState, Scheduler
+from mlengine.jobs import JobService, Scheduler
 from mlengine.jobs._packaging import build_package
 from mlengine.store import MetadataStore
 
@@ -34,9 +34,7 @@ def package_uri(trainer_package: Path, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_scheduler(
-    store: MetadataStore, settings: Settings
-) -> Iterator[Callable[..., Scheduler]]:
+def make_scheduler(store: MetadataStore, settings: Settings) -> Iterator[Callable[..., Scheduler]]:
     started: list[Scheduler] = []
 
     def make(start: bool = True, **options: Any) -> Scheduler:
@@ -52,17 +50,27 @@ def make_scheduler(
         scheduler.stop()
 
 
-def submit(service: JobService, job_id: str, uri: str, job_dir: Path, *args: str,
-           **training: Any) -> None:
-    service.create("p", {
-        "jobId": job_id,
-        "trainingInput": {"pythonModule": "trainer.task", "packageUris": [uri],
-                          "args": list(args), "jobDir": str(job_dir), **training},
-    })
+def submit(
+    service: JobService, job_id: str, uri: str, job_dir: Path, *args: str, **training: Any
+) -> None:
+    service.create(
+        "p",
+        {
+            "jobId": job_id,
+            "trainingInput": {
+                "pythonModule": "trainer.task",
+                "packageUris": [uri],
+                "args": list(args),
+                "jobDir": str(job_dir),
+                **training,
+            },
+        },
+    )
 
 
-def wait_for(service: JobService, job_id: str, states: set[str],
-             timeout: float = 60) -> dict[str, Any]:
+def wait_for(
+    service: JobService, job_id: str, states: set[str], timeout: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = service.get("p", job_id)
@@ -102,8 +110,11 @@ def record(job_dir: Path, name: str = "chief-0", timeout: float = 30) -> dict[st
 
 
 def test_job_runs_to_success_with_the_trainer_contract(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     make_scheduler()
@@ -125,8 +136,11 @@ def test_job_runs_to_success_with_the_trainer_contract(
 
 
 def test_failed_job_reports_the_tail_of_stderr(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     make_scheduler()
@@ -141,8 +155,11 @@ def test_failed_job_reports_the_tail_of_stderr(
 
 
 def test_cancel_running_job_kills_the_process_tree(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     make_scheduler()
@@ -160,7 +177,10 @@ def test_cancel_running_job_kills_the_process_tree(
 
 
 def test_cancel_of_queued_job_is_immediate(
-    store: MetadataStore, settings: Settings, package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     submit(service, "queued", package_uri, tmp_path / "out")
@@ -171,8 +191,11 @@ def test_cancel_of_queued_job_is_immediate(
 
 
 def test_a_new_scheduler_adopts_running_jobs_after_a_crash(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     first = make_scheduler(lease_ttl=1.0)
@@ -192,8 +215,11 @@ def test_a_new_scheduler_adopts_running_jobs_after_a_crash(
 
 
 def test_vanished_replicas_fail_the_job_with_the_reason(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     make_scheduler()
@@ -210,8 +236,11 @@ def test_vanished_replicas_fail_the_job_with_the_reason(
 
 
 def test_orphaned_preparation_is_queued_again(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     submit(service, "orphan", package_uri, tmp_path / "out")
@@ -224,7 +253,10 @@ def test_orphaned_preparation_is_queued_again(
 
 
 def test_concurrency_limit_keeps_jobs_queued(
-    store: MetadataStore, home: Path, package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    home: Path,
+    package_uri: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MLENGINE_MAX_RUNNING_JOBS", "1")
@@ -247,7 +279,9 @@ def test_concurrency_limit_keeps_jobs_queued(
 
 
 def test_missing_package_fails_the_job_clearly(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
     tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
@@ -260,13 +294,23 @@ def test_missing_package_fails_the_job_clearly(
 
 
 def test_max_running_time_stops_the_job(
-    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler],
-    package_uri: str, tmp_path: Path,
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
 ) -> None:
     service = JobService(store, settings)
     make_scheduler()
-    submit(service, "slow", package_uri, tmp_path / "out", "--sleep", "60",
-           scheduling={"maxRunningTime": "1s"})
+    submit(
+        service,
+        "slow",
+        package_uri,
+        tmp_path / "out",
+        "--sleep",
+        "60",
+        scheduling={"maxRunningTime": "1s"},
+    )
     job = wait_for(service, "slow", {"FAILED", "SUCCEEDED"}, timeout=30)
     assert job["state"] == "FAILED"
     assert "maxRunningTime=1s" in job["errorMessage"]

@@ -9,7 +9,7 @@ import textwrap
 import time
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,25 +81,38 @@ def _cancel_active_jobs(url: str, database_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def package_uri(
+def stage_trainer(
     request: pytest.FixtureRequest, module_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    """The test trainer (``trainer.task``) built as an sdist and staged on `module_server`."""
-    source = tmp_path_factory.mktemp("trainer-src")
-    package = source / "src" / "trainer"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "task.py").write_text(textwrap.dedent(root_conftest(request.config).TRAINER))
-    sdist = build_package(package, source / "dist")
-    response = httpx.post(
-        f"{module_server.url}/upload/v1/projects/staging/packages",
-        params={"name": "trainer-0.0.0.tar.gz"},
-        content=sdist.read_bytes(),
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    uri: str = response.json()["uri"]
-    return uri
+) -> Callable[[str], str]:
+    """Build the test trainer (``trainer.task``) as an sdist, stage it on `module_server` and
+    return its URI. Each `variant` gives a package of different content, so a job that uses
+    it builds an environment of its own."""
+    trainer = textwrap.dedent(root_conftest(request.config).TRAINER)
+
+    def stage(variant: str = "") -> str:
+        source = tmp_path_factory.mktemp("trainer-src")
+        package = source / "src" / "trainer"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"# {variant}\n" if variant else "")
+        (package / "task.py").write_text(trainer)
+        sdist = build_package(package, source / "dist")
+        response = httpx.post(
+            f"{module_server.url}/upload/v1/projects/staging/packages",
+            params={"name": "trainer-0.0.0.tar.gz"},
+            content=sdist.read_bytes(),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        uri: str = response.json()["uri"]
+        return uri
+
+    return stage
+
+
+@pytest.fixture(scope="module")
+def package_uri(stage_trainer: Callable[[str], str]) -> str:
+    """The staged test trainer that most jobs of a module use (its environment is cached)."""
+    return stage_trainer("")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,48 @@ def test_list_filters(jobs_api: JobsApi) -> None:
     assert ids("jobId:alpha* AND labels.team:x") == ["alpha_1"]
     assert ids("jobId:alpha* and state:SUCCEEDED labels.team:y") == ["alpha_2"]
     assert ids("state:FAILED AND labels.team:x") == ["beta_1"]
+    assert ids('labels.team:"y"') == ["alpha_2"]
+    assert ids("jobId:alpha_*") == ["alpha_1", "alpha_2"]
+    assert ids("jobId:alpha%*") == []
+
+
+def test_list_filters_are_case_sensitive(jobs_api: JobsApi) -> None:
+    # Job ids and label values are case-sensitive (AIPLATFORM.md §1.4), prefix matches too.
+    jobs_api.create("Mixed_case", labels={"team": "x"})
+    jobs_api.create("mixed_lower", labels={"team": "xy"})
+
+    def ids(filter_text: str) -> list[str]:
+        page = jobs_api.list(filter=filter_text)
+        return sorted(job["jobId"] for job in page.get("jobs", []))
+
+    assert ids("jobId:Mixed_case") == ["Mixed_case"]
+    assert ids("jobId:MIXED_CASE") == []
+    assert ids("jobId:mixed*") == ["mixed_lower"]
+    assert ids("jobId:Mixed*") == ["Mixed_case"]
+    assert ids("jobId:MIXED*") == []
+    assert ids("labels.team:X*") == []
+    assert ids("labels.team:x*") == ["Mixed_case", "mixed_lower"]
+    for job_id in ("Mixed_case", "mixed_lower"):
+        jobs_api.wait(job_id)
+
+
+def test_list_filters_by_create_time(jobs_api: JobsApi) -> None:
+    # AIPLATFORM.md §1.2: FIELD may be jobId, state, name, labels.KEY or createTime; VALUE may
+    # end in * for a prefix match, else ':' is an exact match.
+    created = jobs_api.create("timed")
+    stamp = created["createTime"]
+
+    exact = jobs_api.client.get(jobs_api.path(), params={"filter": f"createTime:{stamp}"})
+    by_day = jobs_api.client.get(jobs_api.path(), params={"filter": f"createTime:{stamp[:10]}*"})
+    other_year = jobs_api.client.get(jobs_api.path(), params={"filter": "createTime:1999*"})
+
+    jobs_api.wait("timed")
+    assert exact.status_code == 200, exact.text
+    assert [job["jobId"] for job in exact.json()["jobs"]] == ["timed"]
+    assert by_day.status_code == 200, by_day.text
+    assert [job["jobId"] for job in by_day.json()["jobs"]] == ["timed"]
+    assert other_year.status_code == 200, other_year.text
+    assert other_year.json() == {}
 
 
 def test_list_with_no_match_is_an_empty_object(jobs_api: JobsApi) -> None:
@@ -265,6 +308,27 @@ def test_cancel_accepts_empty_bodies(
     assert response.json() == {}
     job = jobs_api.wait("to_cancel", {"CANCELLED"}, timeout=15)
     assert job["errorMessage"]
+
+
+def test_cancel_while_preparing_never_starts_the_trainer(
+    jobs_api: JobsApi, stage_trainer: Callable[[str], str]
+) -> None:
+    # A package of its own: its environment is built while the job is PREPARING.
+    uri = stage_trainer("cancel-while-preparing")
+    jobs_api.create("preparing", args=["--sleep", "60"], packageUris=[uri])
+    jobs_api.wait("preparing", {"PREPARING"}, timeout=10)
+
+    response = jobs_api.cancel("preparing")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {}
+    cancelling = jobs_api.get("preparing")
+    assert cancelling["state"] in ("CANCELLING", "CANCELLED")
+    assert cancelling["errorMessage"]
+    job = jobs_api.wait("preparing", {"CANCELLED"}, timeout=60)
+    assert job["errorMessage"]
+    time.sleep(0.5)
+    assert not (jobs_api.job_dir("preparing") / "chief-0.json").exists()
 
 
 def test_cancel_of_finished_job_fails_precondition(jobs_api: JobsApi) -> None:
@@ -387,6 +451,21 @@ _CUSTOM_WORKERS = {**_CUSTOM, "trainingInput.workerType": "w"}
         pytest.param({"labels": {"team": 1}}, "labels", id="label-value-not-a-string"),
         pytest.param({"labels": ["team"]}, "labels", id="labels-not-a-map"),
         pytest.param({"trainingInput.args": "--sleep 1"}, "args", id="args-not-a-list"),
+        pytest.param(
+            {"trainingInput.masterConfig": {"acceleratorConfig": {"type": "TPU_V9"}}},
+            "acceleratorConfig",
+            id="unknown-accelerator-type",
+        ),
+        pytest.param(
+            {"trainingInput.masterConfig": {"acceleratorConfig": {"type": ["NVIDIA_TESLA_T4"]}}},
+            "acceleratorConfig",
+            id="accelerator-type-not-a-string",
+        ),
+        pytest.param(
+            {"trainingInput.masterConfig": {"acceleratorConfig": {"count": "x"}}},
+            "count",
+            id="accelerator-count-not-an-integer",
+        ),
     ],
 )
 def test_invalid_job_is_rejected_and_not_stored(

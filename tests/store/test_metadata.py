@@ -42,8 +42,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataSt
 def job(job_id: str, seconds: int = 0, state: str = "QUEUED", **fields: object) -> JobRecord:
     created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
     return JobRecord(
-        project="p", job_id=job_id, kind="training", state=state, create_time=created,
-        etag="e", training_input={"pythonModule": "trainer.task", "args": ["--x", "1"]},
+        project="p",
+        job_id=job_id,
+        kind="training",
+        state=state,
+        create_time=created,
+        etag="e",
+        training_input={"pythonModule": "trainer.task", "args": ["--x", "1"]},
         **fields,  # type: ignore[arg-type]
     )
 
@@ -135,8 +140,13 @@ def test_compare_and_set_update(store: MetadataStore) -> None:
     assert store.get_job("p", "a").state == "QUEUED"
     started = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
     assert store.update_job(
-        "p", "a", from_states={"QUEUED"}, state="RUNNING", start_time=started,
-        runner_state={"replicas": [{"pid": 1}]}, labels={"k": "v"},
+        "p",
+        "a",
+        from_states={"QUEUED"},
+        state="RUNNING",
+        start_time=started,
+        runner_state={"replicas": [{"pid": 1}]},
+        labels={"k": "v"},
     )
     stored = store.get_job("p", "a")
     assert (stored.state, stored.start_time, stored.labels) == ("RUNNING", started, {"k": "v"})
@@ -165,8 +175,10 @@ def test_queue_position_and_states(store: MetadataStore) -> None:
     for i in range(3):
         store.insert_job(job(f"q{i}", i))
     store.insert_job(job("r", 10, state="RUNNING"))
-    positions = [store.queue_position("p", f"q{i}", store.get_job("p", f"q{i}").create_time)
-                 for i in range(3)]
+    positions = [
+        store.queue_position("p", f"q{i}", store.get_job("p", f"q{i}").create_time)
+        for i in range(3)
+    ]
     assert positions == [1, 2, 3]
     assert [r.job_id for r in store.jobs_in_states({"QUEUED"})] == ["q0", "q1", "q2"]
     assert [r.job_id for r in store.jobs_in_states({"RUNNING"})] == ["r"]

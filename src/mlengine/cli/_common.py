@@ -20,7 +20,7 @@ __all__ = ["OutputFormat", "err", "print_resource", "print_table", "settings_fro
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
@@ -28,7 +28,7 @@ class OutputFormat(str, enum.Enum):
 
 def settings_from(ctx: typer.Context, **flags: Any) -> Settings:
     """Settings with the root options (``--home``, ``--api-url``) and command flags applied."""
-    root: dict[str, Any] = dict((ctx.find_root().obj or {}))
+    root: dict[str, Any] = dict(ctx.find_root().obj or {})
     root.update({k: v for k, v in flags.items() if v is not None})
     return Settings.load(root)
 

@@ -7,8 +7,10 @@ import typer
 from mlengine.cli._common import OutputFormat, print_table, settings_from
 from mlengine.config import write_config_value
 
-app = typer.Typer(help="Show and change settings (flag > MLENGINE_* env > config file > default).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Show and change settings (flag > MLENGINE_* env > config file > default).",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")
@@ -19,8 +21,9 @@ def list_settings(
     """Show every setting, its value and where the value came from."""
     settings = settings_from(ctx)
     rows = settings.rows()
-    print_table(rows, [("NAME", "name"), ("VALUE", "value"), ("SOURCE", "source"),
-                       ("ENV", "env")], output)
+    print_table(
+        rows, [("NAME", "name"), ("VALUE", "value"), ("SOURCE", "source"), ("ENV", "env")], output
+    )
 
 
 @app.command("set")

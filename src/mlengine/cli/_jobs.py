@@ -27,7 +27,8 @@ def _client(ctx: typer.Context, project: str | None) -> Client:
 
 
 @submit_app.command(
-    "training", context_settings={"allow_interspersed_args": True},
+    "training",
+    context_settings={"allow_interspersed_args": True},
 )
 def submit_training(
     ctx: typer.Context,
@@ -54,7 +55,9 @@ def submit_training(
     evaluator_machine_type: str = typer.Option(None),
     evaluator_count: int = typer.Option(None, min=0),
     labels: str = typer.Option(None, help="k=v,k2=v2"),
-    stream_logs: bool = typer.Option(False, "--stream-logs", help="Follow the logs until the job ends."),
+    stream_logs: bool = typer.Option(
+        False, "--stream-logs", help="Follow the logs until the job ends."
+    ),
     async_: bool = typer.Option(False, "--async", hidden=True, help="Deprecated; the default."),
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
@@ -160,8 +163,12 @@ def list_jobs(
         {"jobId": r["jobId"], "state": r["state"], "createTime": r.get("createTime")}
         for r in resources
     ]
-    print_table(rows, [("JOB_ID", "jobId"), ("STATUS", "state"), ("CREATED", "createTime")],
-                output, resources)
+    print_table(
+        rows,
+        [("JOB_ID", "jobId"), ("STATUS", "state"), ("CREATED", "createTime")],
+        output,
+        resources,
+    )
 
 
 @app.command("cancel")

@@ -8,8 +8,9 @@ import typer
 
 from mlengine.jobs._local_train import run_local_train
 
-app = typer.Typer(help="Run training and prediction locally, without a server.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run training and prediction locally, without a server.", no_args_is_help=True
+)
 
 
 @app.command("train", context_settings={"allow_interspersed_args": True})

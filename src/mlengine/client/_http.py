@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from mlengine.client._local_server import is_loopback, log_file, start_local_server
 from mlengine.config import Settings
 from mlengine.errors import (
     AlreadyExists,
@@ -20,7 +21,6 @@ from mlengine.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from mlengine.client._local_server import is_loopback, log_file, start_local_server
 
 __all__ = ["APIClient"]
 

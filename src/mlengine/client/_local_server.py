@@ -111,8 +111,17 @@ def start_local_server(settings: Settings, timeout: float = 60.0) -> dict[str, A
     settings.home_path.mkdir(parents=True, exist_ok=True)
     with open(log_file(settings), "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlengine", "server", "run", "--host", host,
-             "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "mlengine",
+                "server",
+                "run",
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -135,13 +135,16 @@ def _replica_config(value: object, field: str) -> dict[str, Any]:
     accelerator = value.get("acceleratorConfig")
     if accelerator is not None:
         if not isinstance(accelerator, Mapping):
-            raise invalid_field(f"{field}.acceleratorConfig", "TrainingInput", "an object",
-                                accelerator)
+            raise invalid_field(
+                f"{field}.acceleratorConfig", "TrainingInput", "an object", accelerator
+            )
         kind = accelerator.get("type", "ACCELERATOR_TYPE_UNSPECIFIED")
         if kind not in _ACCELERATOR_TYPES:
             raise invalid_field(
-                f"{field}.acceleratorConfig.type", "TrainingInput",
-                "one of " + ", ".join(sorted(_ACCELERATOR_TYPES)), kind,
+                f"{field}.acceleratorConfig.type",
+                "TrainingInput",
+                "one of " + ", ".join(sorted(_ACCELERATOR_TYPES)),
+                kind,
             )
         count = _int64({"count": accelerator.get("count", 0)}, "count") or "0"
         config["acceleratorConfig"] = {"count": count, "type": kind}
@@ -185,8 +188,9 @@ def validate_training_input(training_input: object) -> dict[str, Any]:
     if not result.get("pythonModule"):
         raise InvalidArgument("The 'pythonModule' field of TrainingInput is required.")
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", result["pythonModule"]):
-        raise invalid_field("pythonModule", "TrainingInput", "a dotted module name",
-                            result["pythonModule"])
+        raise invalid_field(
+            "pythonModule", "TrainingInput", "a dotted module name", result["pythonModule"]
+        )
     packages = training_input.get("packageUris")
     if not isinstance(packages, list) or not packages:
         raise InvalidArgument(
@@ -208,8 +212,12 @@ def validate_training_input(training_input: object) -> dict[str, Any]:
         for key in ("maxRunningTime", "maxWaitTime"):
             if key in scheduling:
                 if not isinstance(scheduling[key], str) or not _DURATION.match(scheduling[key]):
-                    raise invalid_field(f"scheduling.{key}", "TrainingInput",
-                                        "a duration such as '3600s'", scheduling[key])
+                    raise invalid_field(
+                        f"scheduling.{key}",
+                        "TrainingInput",
+                        "a duration such as '3600s'",
+                        scheduling[key],
+                    )
                 kept[key] = scheduling[key]
         if "priority" in scheduling:
             kept["priority"] = scheduling["priority"]

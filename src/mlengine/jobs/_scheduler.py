@@ -13,8 +13,10 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import os
 import shutil
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -72,7 +74,7 @@ class Scheduler:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.owner = owner or f"scheduler-{uuid.uuid4().hex[:12]}"
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl
         self.jobs = JobService(store, settings)
@@ -125,7 +127,10 @@ class Scheduler:
     # -- one pass -------------------------------------------------------------------------
     def step(self) -> None:
         """Renew the lease and, as the leader, advance every active and queued job once."""
-        leader = self.store.acquire_lease(LEASE_NAME, self.owner, self.lease_ttl, time.time())
+        now = time.time()
+        leader = self.store.acquire_lease(
+            LEASE_NAME, self.owner, self.lease_ttl, now, replace=self._dead_local_owner(now)
+        )
         if leader and not self.is_leader:
             logger.info("scheduler %s took the lease", self.owner)
         self.is_leader = leader
@@ -154,6 +159,26 @@ class Scheduler:
                 start_time=now_utc(),
             ):
                 self._submit(job, self._prepare_and_start)
+
+    def _dead_local_owner(self, now: float) -> str | None:
+        """The lease owner when it is a scheduler process of this machine that no longer
+        exists (killed with -9), so a restarted server need not wait for the lease to expire."""
+        if self.is_leader:
+            return None
+        owner = self.store.lease_owner(LEASE_NAME, now)
+        if owner is None or owner == self.owner:
+            return None
+        host, _, rest = owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return None
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return owner
+        except PermissionError:
+            return None
+        return None
 
     def _is_busy(self, job: JobRecord) -> bool:
         with self._busy_lock:
@@ -233,7 +258,10 @@ class Scheduler:
             self._finish(job, JobState.FAILED, f"Job failed to start: {error}")
             return
         started = self.store.update_job(
-            job.project, job.job_id, from_states={_PREPARING}, state=_RUNNING,
+            job.project,
+            job.job_id,
+            from_states={_PREPARING},
+            state=_RUNNING,
             runner_state=state,
         )
         if not started:  # cancelled while starting
@@ -298,8 +326,11 @@ class Scheduler:
         if state == JobState.SUCCEEDED:
             self._service_log(job, "Job completed successfully.")
         else:
-            self._service_log(job, message.splitlines()[0] if message else state.value,
-                              error=state == JobState.FAILED)
+            self._service_log(
+                job,
+                message.splitlines()[0] if message else state.value,
+                error=state == JobState.FAILED,
+            )
         final = {_PREPARING, _RUNNING, _CANCELLING}
         if state == JobState.CANCELLED:
             final = {_PREPARING, _RUNNING, _CANCELLING, _QUEUED}

@@ -7,7 +7,7 @@ import enum
 __all__ = ["JobState"]
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """`Job.state` of ml v1: QUEUED -> PREPARING -> RUNNING -> SUCCEEDED | FAILED, or
     ... -> CANCELLING -> CANCELLED after `jobs.cancel`."""
 

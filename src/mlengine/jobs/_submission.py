@@ -151,9 +151,7 @@ def build_training_job(
             training[field] = str(value) if field.endswith("Count") else value
     if scale_tier is not None:
         training["scaleTier"] = scale_tier.upper().replace("-", "_")
-    elif "scaleTier" not in training and any(
-        overrides[f] is not None for f in _MACHINE_TYPE_FLAGS
-    ):
+    elif "scaleTier" not in training and any(overrides[f] is not None for f in _MACHINE_TYPE_FLAGS):
         training["scaleTier"] = "CUSTOM"
     if package_uris:
         training["packageUris"] = list(package_uris)

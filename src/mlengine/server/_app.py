@@ -57,14 +57,16 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
     install_error_handlers(app)
     app.include_router(jobs_router)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
-        token = settings.api_token
-        if token and request.url.path not in ("/healthz", "/readyz"):
-            if request.headers.get("authorization") != f"Bearer {token}":
+    if settings.api_token:
+        expected = f"Bearer {settings.api_token}"
+
+        @app.middleware("http")
+        async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
+            public = request.url.path in ("/healthz", "/readyz")
+            if not public and request.headers.get("authorization") != expected:
                 return error_response(401, "Missing or wrong bearer token (MLENGINE_API_TOKEN).")
-        response: Response = await call_next(request)
-        return response
+            response: Response = await call_next(request)
+            return response
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:

@@ -40,8 +40,13 @@ class JSONResponse(Response):
 
 def error_response(code: int, message: str, status: str | None = None) -> JSONResponse:
     """The Google error envelope."""
-    body = {"error": {"code": code, "message": message,
-                      "status": status or _STATUS_NAMES.get(code, "UNKNOWN")}}
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "status": status or _STATUS_NAMES.get(code, "UNKNOWN"),
+        }
+    }
     return JSONResponse(body, status_code=code)
 
 

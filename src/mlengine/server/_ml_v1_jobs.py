@@ -86,7 +86,9 @@ async def job_logs(project: str, job_id: str, request: Request) -> JSONResponse:
     try:
         limit = int(params.get("pageSize") or 1000)
     except ValueError:
-        raise invalid_field("pageSize", "JobLogsRequest", "an integer", params["pageSize"]) from None
+        raise invalid_field(
+            "pageSize", "JobLogsRequest", "an integer", params["pageSize"]
+        ) from None
     result = await run_in_threadpool(
         request.app.state.jobs.logs,
         project,
@@ -108,7 +110,10 @@ async def get_job(project: str, job_id: str, request: Request) -> JSONResponse:
 async def patch_job(project: str, job_id: str, request: Request) -> JSONResponse:
     body = await json_body(request)
     resource = await run_in_threadpool(
-        request.app.state.jobs.patch, project, job_id, body,
+        request.app.state.jobs.patch,
+        project,
+        job_id,
+        body,
         request.query_params.get("updateMask"),
     )
     return JSONResponse(resource)

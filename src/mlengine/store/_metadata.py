@@ -132,7 +132,8 @@ class MetadataStore:
                 if path and path != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 engine = create_engine(
-                    self.url, connect_args={"timeout": 30, "check_same_thread": False},
+                    self.url,
+                    connect_args={"timeout": 30, "check_same_thread": False},
                     poolclass=NullPool,
                 )
                 event.listen(engine, "connect", _sqlite_pragmas)
@@ -193,8 +194,9 @@ class MetadataStore:
                 session.flush()
                 for key, value in record.labels.items():
                     session.add(
-                        JobLabelRow(project=record.project, job_id=record.job_id, key=key,
-                                    value=value)
+                        JobLabelRow(
+                            project=record.project, job_id=record.job_id, key=key, value=value
+                        )
                     )
         except IntegrityError:
             raise AlreadyExists(
@@ -252,9 +254,7 @@ class MetadataStore:
                     and_(JobRow.create_time == created, JobRow.job_id < job_id),
                 )
             )
-        query = query.order_by(JobRow.create_time.desc(), JobRow.job_id.desc()).limit(
-            page_size + 1
-        )
+        query = query.order_by(JobRow.create_time.desc(), JobRow.job_id.desc()).limit(page_size + 1)
         with self._session() as session:
             rows = list(session.scalars(query))
             more = len(rows) > page_size
@@ -278,12 +278,16 @@ class MetadataStore:
     def queue_position(self, project: str, job_id: str, created: dt.datetime) -> int:
         """1-based position of a QUEUED job among all queued jobs (all projects)."""
         created_naive = _naive_utc(created)
-        query = select(func.count()).select_from(JobRow).where(
-            JobRow.state == "QUEUED",
-            or_(
-                JobRow.create_time < created_naive,
-                and_(JobRow.create_time == created_naive, JobRow.job_id <= job_id),
-            ),
+        query = (
+            select(func.count())
+            .select_from(JobRow)
+            .where(
+                JobRow.state == "QUEUED",
+                or_(
+                    JobRow.create_time < created_naive,
+                    and_(JobRow.create_time == created_naive, JobRow.job_id <= job_id),
+                ),
+            )
         )
         with self._session() as session:
             return int(session.scalar(query) or 0)
@@ -333,14 +337,23 @@ class MetadataStore:
             return True
 
     # -- leases ---------------------------------------------------------------------------
-    def acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> bool:
+    def acquire_lease(
+        self, name: str, owner: str, ttl_s: float, now: float, replace: str | None = None
+    ) -> bool:
         """Take or renew the lease `name` for `owner` until ``now + ttl_s``. Returns whether
-        `owner` holds it now (another live owner keeps it until it expires)."""
+        `owner` holds it now. Another owner keeps it until it expires, unless it is `replace`
+        (an owner the caller knows is dead)."""
         with self._session() as session:
             result = session.execute(
                 update(LeaseRow)
-                .where(LeaseRow.name == name, or_(LeaseRow.owner == owner,
-                                                  LeaseRow.expires_at < now))
+                .where(
+                    LeaseRow.name == name,
+                    or_(
+                        LeaseRow.owner == owner,
+                        LeaseRow.owner == (replace or owner),
+                        LeaseRow.expires_at < now,
+                    ),
+                )
                 .values(owner=owner, expires_at=now + ttl_s, acquired_at=now)
             )
             if result.rowcount:  # type: ignore[attr-defined]
@@ -376,8 +389,10 @@ def _job_condition(term: FilterTerm, project: str) -> Any:
             return column.startswith(term.value, autoescape=True)
         return column == term.value
     key = term.field.split(".", 1)[1]
-    label_value = JobLabelRow.value.startswith(term.value, autoescape=True) if term.prefix else (
-        JobLabelRow.value == term.value
+    label_value = (
+        JobLabelRow.value.startswith(term.value, autoescape=True)
+        if term.prefix
+        else (JobLabelRow.value == term.value)
     )
     return exists().where(
         JobLabelRow.project == JobRow.project,

@@ -74,7 +74,7 @@ class LaunchSpec:
     trial_id: str | None = None
 
 
-class ReplicaPhase(str, enum.Enum):
+class ReplicaPhase(enum.StrEnum):
     RUNNING = "RUNNING"
     EXITED = "EXITED"
     LOST = "LOST"

@@ -311,8 +311,15 @@ def _members(entry: Mapping[str, Any], groups: Mapping[int, list[int]]) -> list[
     """
     pgid = int(entry["pid"])
     members = groups.get(pgid, [])
-    if pgid in members and not _has_marker(pgid, entry["cmdline_marker"]):
-        return []
+    if pgid in members:
+        try:
+            with open(f"/proc/{pgid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            cmdline = b""
+        # An empty command line is a process on its way out: still ours.
+        if cmdline and entry["cmdline_marker"].encode() not in cmdline:
+            return []
     return members
 
 
@@ -346,7 +353,9 @@ def _wait_gone(
             alive = any(_supervisor_alive(entry) for entry in entries)
         else:
             groups = _process_groups()
-            alive = any(_members(entry, groups) for entry in entries)
+            with _children_lock:  # our own supervisors count until reaped
+                unreaped = any(int(entry["pid"]) in _children for entry in entries)
+            alive = unreaped or any(_members(entry, groups) for entry in entries)
         if not alive:
             return True
         if time.monotonic() >= deadline:
