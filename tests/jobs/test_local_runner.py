@@ -22,9 +22,9 @@ from mlengine.jobs.runners import (
     ReplicaPhase,
     ReplicaSpec,
     RunnerState,
+    _local,
     get_runner,
 )
-from mlengine.jobs.runners import _local
 from mlengine.jobs.runners._local import LocalRunner
 
 pytestmark = pytest.mark.integration
@@ -62,6 +62,7 @@ TRAINER = textwrap.dedent(
     if f"--sleep-{kind}" in args:
         put(os.path.join(job_dir, name + ".ready"), str(os.getpid()))
         time.sleep(1000)
+    sys.stdout.write("bye")  # no newline: the last line is partial
     flag = f"--exit-{kind}"
     sys.exit(int(args[args.index(flag) + 1]) if flag in args else 0)
     """
@@ -194,9 +195,7 @@ def test_replicas_get_the_trainer_contract(
         "ps-replica-0": 0,
         "evaluator-replica-0": 0,
     }
-    records = {
-        name: json.loads((tmp_path / "job" / f"{name}.json").read_text()) for name in codes
-    }
+    records = {name: json.loads((tmp_path / "job" / f"{name}.json").read_text()) for name in codes}
     cwds = {record["cwd"] for record in records.values()}
     assert cwds == {str(tmp_path / "run" / name) for name in codes}
     assert all(record["files"] == [] for record in records.values())  # fresh directories
@@ -245,6 +244,7 @@ def test_replicas_get_the_trainer_contract(
     for name in codes:
         assert (name, "stdout", f"hello from {name}") in lines
         assert (name, "stderr", f"trouble in {name}") in lines
+        assert (name, "stdout", "bye") in lines
     assert [e.timestamp for e in entries] == sorted(e.timestamp for e in entries)
 
     runner.stop(state, grace_s=0.2)

@@ -133,6 +133,35 @@ def test_int64_fields_are_accepted_as_numbers_or_strings_and_emitted_as_strings(
     assert jobs_api.wait("counts")["state"] == "CANCELLED"
 
 
+def test_jobs_beyond_capacity_wait_in_the_queue_with_their_position(
+    jobs_api: JobsApi, module_server: Any
+) -> None:
+    capacity = module_server.settings.max_running_jobs
+    ids = [f"busy_{i}" for i in range(capacity + 2)]
+    for job_id in ids:
+        jobs_api.create(job_id, args=["--sleep", "60"])
+    try:
+        for job_id in ids[:capacity]:
+            jobs_api.wait(job_id, {"RUNNING"}, timeout=30)
+        waiting = [jobs_api.get(job_id) for job_id in ids[capacity:]]
+        assert [(job["state"], job["jobPosition"]) for job in waiting] == [
+            ("QUEUED", "1"),
+            ("QUEUED", "2"),
+        ]
+        assert jobs_api.get(ids[0])["jobPosition"] == "0"
+
+        assert jobs_api.cancel(ids[0]).status_code == 200
+
+        jobs_api.wait(ids[capacity], {"RUNNING"}, timeout=30)
+        last = jobs_api.get(ids[-1])
+        assert (last["state"], last["jobPosition"]) == ("QUEUED", "1")
+    finally:
+        for job_id in reversed(ids):
+            jobs_api.cancel(job_id)
+    for job_id in ids:
+        assert jobs_api.wait(job_id, timeout=15)["state"] == "CANCELLED"
+
+
 # -- list -----------------------------------------------------------------------------------
 
 
@@ -398,6 +427,7 @@ _CUSTOM_WORKERS = {**_CUSTOM, "trainingInput.workerType": "w"}
         pytest.param({"jobId": "1abc"}, "jobId", id="jobId-starts-with-digit"),
         pytest.param({"jobId": "a-b"}, "jobId", id="jobId-with-dash"),
         pytest.param({"jobId": 7}, "jobId", id="jobId-not-a-string"),
+        pytest.param({"jobId": "a" * 129}, "jobId", id="jobId-too-long"),
         pytest.param({"trainingInput": _DELETE}, "trainingInput", id="missing-trainingInput"),
         pytest.param({"trainingInput": "x"}, "trainingInput", id="trainingInput-not-an-object"),
         pytest.param(

@@ -19,6 +19,7 @@ Indices are not checked against the devices present. Jobs without accelerators l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -54,6 +55,8 @@ _KILL_WAIT_S = 5.0
 """How long `stop` waits for processes to vanish after SIGKILL."""
 _POLL_S = 0.02
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_HAVE_PROC = os.path.isdir("/proc/self")
+"""Linux: processes are found through /proc. Elsewhere a group is checked with killpg(0)."""
 _CONFIG_FIELDS = {
     "master": "masterConfig",
     "chief": "masterConfig",
@@ -93,6 +96,10 @@ class LocalRunner(Runner):
             OperationFailed: a replica could not be started; the replicas already started are
                 stopped first.
         """
+        # Absolute paths: the state must mean the same thing to a process elsewhere.
+        spec = dataclasses.replace(
+            spec, run_dir=spec.run_dir.absolute(), log_dir=spec.log_dir.absolute()
+        )
         if sum(1 for r in spec.replicas if r.is_primary) != 1:
             raise OperationFailed(f"Job {spec.job_id} must have exactly one primary replica.")
         try:
@@ -279,6 +286,14 @@ def _supervisor_alive(entry: Mapping[str, Any]) -> bool:
 
 
 def _has_marker(pid: int, marker: str) -> bool:
+    if not _HAVE_PROC:  # no way to check for a reused pid: trust it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return marker.encode() in f.read()  # empty for a zombie
@@ -289,6 +304,8 @@ def _has_marker(pid: int, marker: str) -> bool:
 def _process_groups() -> dict[int, list[int]]:
     """Live (not zombie) processes by process group id, read from /proc."""
     groups: dict[int, list[int]] = {}
+    if not _HAVE_PROC:
+        return groups
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -310,6 +327,14 @@ def _members(entry: Mapping[str, Any], groups: Mapping[int, list[int]]) -> list[
     process with that pid but without our marker means our group is gone.
     """
     pgid = int(entry["pid"])
+    if not _HAVE_PROC:  # the group as one unit
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
     members = groups.get(pgid, [])
     if pgid in members:
         try:
