@@ -625,17 +625,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeat must be >= 1")
     if options.trainer_seconds < 0:
         parser.error("--trainer-seconds must be >= 0")
+    from mlengine.errors import MLEngineError
+
     root = Path(tempfile.mkdtemp(prefix="mlengine-bench-"))
     bench = Bench(root, options.trainer_seconds)
     try:
         _progress(f"starting a server at {bench.api_url} (home {bench.home})")
-        bench.start_server()
         try:
+            bench.start_server()
             results = measure(bench, options.repeat)
         finally:
             bench.stop_server()
-    except BenchmarkError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
+    except (BenchmarkError, MLEngineError) as error:
+        print(f"ERROR: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     finally:
         if options.keep:

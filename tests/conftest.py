@@ -36,6 +36,8 @@ def main():
         os.makedirs(job_dir, exist_ok=True)
         with open(os.path.join(job_dir, f"{name}.json"), "w") as handle:
             json.dump(record, handle)
+        with open(os.path.join(job_dir, "starts.log"), "a") as handle:
+            handle.write(f"{name} {os.getpid()}\n")
     with open("relative-output.txt", "w") as handle:  # trainers write relative paths
         handle.write(name)
     print(f"trainer {name} started with {argv}", flush=True)
@@ -52,6 +54,8 @@ def main():
         deadline = time.time() + seconds
         while time.time() < deadline:
             time.sleep(0.05)
+    if "--kill-self" in argv:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
     if "--crash" in argv:
         raise RuntimeError("the trainer crashed on purpose")
     if "--exit" in argv:

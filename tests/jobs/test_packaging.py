@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import tarfile
 import textwrap
 from pathlib import Path
@@ -196,3 +197,17 @@ def test_validate_package_files_rejects_other_suffixes(tmp_path: Path) -> None:
 def test_validate_package_files_rejects_missing_files(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match=r"absent-1\.0\.tar\.gz does not exist"):
         validate_package_files([tmp_path / "absent-1.0.tar.gz"])
+
+
+def test_builds_are_reproducible(tmp_path: Path) -> None:
+    """The same sources give the same bytes, so staging and the env cache deduplicate."""
+    package = tmp_path / "src" / "trainer"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "task.py").write_text("print('hi')\n")
+    first = build_package(package, tmp_path / "one").read_bytes()
+    os.utime(package / "task.py", (1_000_000_000, 1_000_000_000))
+    second = build_package(package, tmp_path / "two").read_bytes()
+    assert first == second
+    (package / "task.py").write_text("print('changed')\n")
+    assert build_package(package, tmp_path / "three").read_bytes() != first

@@ -154,6 +154,23 @@ def test_failed_job_reports_the_tail_of_stderr(
     assert "non-zero status of 3" in exited["errorMessage"]
 
 
+def test_killed_trainer_is_reported_as_possibly_out_of_memory(
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
+) -> None:
+    service = JobService(store, settings)
+    make_scheduler()
+    submit(service, "oom", package_uri, tmp_path / "out", "--kill-self")
+    job = wait_for(service, "oom", {"SUCCEEDED", "FAILED"})
+    assert job["state"] == "FAILED"
+    assert job["errorMessage"].startswith(
+        "The replica master 0 was killed by SIGKILL (out of memory, or killed from outside)."
+    )
+
+
 def test_cancel_running_job_kills_the_process_tree(
     store: MetadataStore,
     settings: Settings,

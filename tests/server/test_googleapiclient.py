@@ -44,8 +44,8 @@ def _wait(jobs: Any, name: str, states: frozenset[str] = TERMINAL, timeout: floa
         job = jobs.get(name=name).execute()
         if job["state"] in states:
             return job
-        assert job["state"] not in TERMINAL, job
-        assert time.monotonic() < deadline, job
+        assert job["state"] not in TERMINAL, str(job)
+        assert time.monotonic() < deadline, str(job)
         time.sleep(0.1)
 
 

@@ -77,7 +77,7 @@ def test_create_returns_queued_job_that_runs_to_success(jobs_api: JobsApi) -> No
 
     job = jobs_api.wait("run_1")
 
-    assert job["state"] == "SUCCEEDED", job
+    assert job["state"] == "SUCCEEDED", str(job)
     assert "errorMessage" not in job
     assert job["jobPosition"] == "0"
     assert job["createTime"] == created["createTime"]
@@ -397,7 +397,7 @@ def test_failing_trainer_fails_job_with_reason(
 
     job = jobs_api.wait("failing")
 
-    assert job["state"] == "FAILED", job
+    assert job["state"] == "FAILED", str(job)
     for text in expected:
         assert text in job["errorMessage"], job["errorMessage"]
     assert "endTime" in job
@@ -409,7 +409,7 @@ def test_missing_package_fails_job_naming_the_uri(jobs_api: JobsApi, tmp_path: P
 
     job = jobs_api.wait("no_package")
 
-    assert job["state"] == "FAILED", job
+    assert job["state"] == "FAILED", str(job)
     assert missing in job["errorMessage"]
     assert jobs_api.client.get("/healthz").status_code == 200
 
@@ -709,7 +709,7 @@ def test_custom_tier_runs_every_replica_with_its_cluster(jobs_api: JobsApi) -> N
 
     job = jobs_api.wait("distributed")
 
-    assert job["state"] == "SUCCEEDED", job
+    assert job["state"] == "SUCCEEDED", str(job)
     names = ["chief-0", "worker-0", "worker-1", "ps-0"]
     records = {name: _record(jobs_api, "distributed", name) for name in names}
     configs = {name: json.loads(record["env"]["TF_CONFIG"]) for name, record in records.items()}

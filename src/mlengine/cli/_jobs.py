@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from mlengine.cli._common import OutputFormat, err, print_resource, print_table, settings_from
-from mlengine.client import Client, Job
 from mlengine.errors import InvalidArgument
 from mlengine.jobs._state import JobState
+
+if TYPE_CHECKING:  # the HTTP client loads on first use: `local train` never needs it
+    from mlengine.client import Client, Job
 
 app = typer.Typer(help="Submit and manage training jobs.", no_args_is_help=True)
 submit_app = typer.Typer(help="Submit a job.", no_args_is_help=True)
@@ -23,6 +25,8 @@ _FORMAT = typer.Option(OutputFormat.table, "--format", help="Output format.")
 
 
 def _client(ctx: typer.Context, project: str | None) -> Client:
+    from mlengine.client import Client
+
     return Client(settings=settings_from(ctx, project=project))
 
 

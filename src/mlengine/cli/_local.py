@@ -38,5 +38,6 @@ def train(
         parameter_server_count=parameter_server_count,
         evaluator_count=evaluator_count,
         start_port=start_port,
+        replace_process=True,
     )
     raise typer.Exit(code)

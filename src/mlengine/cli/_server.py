@@ -7,13 +7,6 @@ import os
 import typer
 
 from mlengine.cli._common import OutputFormat, print_resource, settings_from
-from mlengine.client._local_server import (
-    health,
-    log_file,
-    server_address,
-    start_local_server,
-    stop_local_server,
-)
 
 app = typer.Typer(help="Run the API server (REST, scheduler, prediction).", no_args_is_help=True)
 
@@ -21,6 +14,8 @@ app = typer.Typer(help="Run the API server (REST, scheduler, prediction).", no_a
 @app.command()
 def start(ctx: typer.Context) -> None:
     """Start a background server at MLENGINE_API_URL (state under MLENGINE_HOME)."""
+    from mlengine.client._local_server import health, log_file, start_local_server
+
     settings = settings_from(ctx)
     if health(settings) is not None:
         typer.echo(f"A server already answers at {settings.api_url}.", err=True)
@@ -37,6 +32,8 @@ def start(ctx: typer.Context) -> None:
 def stop(ctx: typer.Context) -> None:
     """Stop the background server of this MLENGINE_HOME. Running jobs keep running and are
     adopted by the next server."""
+    from mlengine.client._local_server import stop_local_server
+
     settings = settings_from(ctx)
     pid = stop_local_server(settings)
     if pid is None:
@@ -51,6 +48,8 @@ def status(
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Output format."),
 ) -> None:
     """Say whether a server answers at MLENGINE_API_URL. Exit 1 when none does."""
+    from mlengine.client._local_server import health
+
     settings = settings_from(ctx)
     answer = health(settings)
     if answer is None:
@@ -69,6 +68,8 @@ def run(
 ) -> None:
     """Run the server in the foreground."""
     import uvicorn
+
+    from mlengine.client._local_server import server_address
 
     settings = settings_from(ctx)
     default_host, default_port = server_address(settings)

@@ -16,6 +16,8 @@ from mlengine.jobs._submission import build_training_job, load_job_config, parse
 
 __all__ = ["Client", "Job", "JobsAPI"]
 
+_FIRST_LOG_POLL_S = 0.02
+
 
 class Client:
     """Entry point of the SDK, shaped like the REST API it calls.
@@ -237,6 +239,7 @@ class Job:
         keep reading until the job ends."""
         token: str | None = None
         path = f"/v1/projects/{self._client.project}/jobs/{self.job_id}:logs"
+        wait = _FIRST_LOG_POLL_S
         while True:
             answer = self._client.api.request(
                 "GET", path, params={"pageToken": token, "taskName": task_name}
@@ -245,8 +248,11 @@ class Job:
             token = answer.get("nextPageToken") or token
             if answer.get("done") or (not follow and not answer.get("entries")):
                 return
-            if not answer.get("entries"):
-                time.sleep(poll_interval)
+            if answer.get("entries"):
+                wait = _FIRST_LOG_POLL_S
+            else:  # back off from a quick first poll to `poll_interval` while nothing comes
+                time.sleep(wait)
+                wait = min(poll_interval, wait * 2)
 
     def cancel(self) -> None:
         """Cancel the job."""

@@ -74,6 +74,7 @@ def run_local_train(
     start_port: int = 27182,
     out: TextIO | None = None,
     python: str = sys.executable,
+    replace_process: bool = False,
 ) -> int:
     """Run `module` in the foreground as gcloud's local train does (module docstring).
 
@@ -91,6 +92,8 @@ def run_local_train(
         out: where prefixed replica output goes when distributed (None: ``sys.stdout`` at the
             time of the call).
         python: the interpreter that runs the trainer.
+        replace_process: without --distributed, replace the calling process with the
+            trainer (exec) instead of waiting for a child; this function then never returns.
 
     Returns:
         The primary's exit code (128 + N when killed by signal N).
@@ -131,6 +134,13 @@ def run_local_train(
             **pytorch_environment(primary, [primary], _HOST, start_port),
             "TF_CONFIG": json.dumps(local_train_tf_config(module, trainer_args)),
         }
+        if replace_process:
+            # The CLI becomes the trainer (exec): no second interpreter stays around, and the
+            # exit code and signals are the trainer's own.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.chdir(cwd)
+            os.execve(command[0], list(command), env)
         return _run_single(command, cwd, env)
 
     replicas = [ReplicaSpec("master", 0)]

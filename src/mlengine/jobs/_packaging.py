@@ -18,11 +18,13 @@ packages is named by :func:`package_digest` (the ``<sha256>/<file>`` staging pat
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 from collections.abc import Sequence
@@ -122,8 +124,33 @@ def build_package(package_path: Path, dist_dir: Path) -> Path:
                 f"Building {package_path} produced {found} instead of one .tar.gz file."
             )
         target = dist_dir / built[0].name
-        shutil.move(str(built[0]), target)
+        _write_reproducible(built[0], target)
     return target
+
+
+_REPRODUCIBLE_MTIME = 315532800
+"""1980-01-01: a fixed time for every archive member (zip-based wheels reject earlier)."""
+
+
+def _write_reproducible(source: Path, target: Path) -> None:
+    """Rewrite an sdist so that the same sources always give the same bytes: members sorted,
+    times, owners and the gzip header fixed. The package digest, which names the staged file and
+    the cached job environment, then changes only when the sources do."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    with (
+        tarfile.open(source, "r:gz") as archive,
+        open(temporary, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in sorted(archive.getmembers(), key=lambda m: m.name):
+            content = archive.extractfile(member) if member.isfile() else None
+            member.mtime = _REPRODUCIBLE_MTIME
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            member.pax_headers = {}
+            out.addfile(member, content)
+    os.replace(temporary, target)
 
 
 def package_digest(paths: Sequence[Path]) -> str:

@@ -69,13 +69,16 @@ class Scheduler:
         settings: Settings,
         *,
         owner: str | None = None,
-        poll_interval: float = 0.2,
+        poll_interval: float = 0.05,
+        idle_interval: float = 1.0,
         lease_ttl: float = 15.0,
     ) -> None:
         self.store = store
         self.settings = settings
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.poll_interval = poll_interval
+        self.idle_interval = idle_interval
+        self._idle = False
         self.lease_ttl = lease_ttl
         self.jobs = JobService(store, settings)
         self.environments = TrainerEnvironments(settings.home_path / "envs")
@@ -121,7 +124,11 @@ class Scheduler:
                 logger.warning("scheduler pass failed: %s", error)
             except Exception:
                 logger.exception("scheduler pass failed")
-            self._wake.wait(self.poll_interval if self.is_leader else self.lease_ttl / 3)
+            if not self.is_leader:
+                interval = self.lease_ttl / 3
+            else:
+                interval = self.idle_interval if self._idle else self.poll_interval
+            self._wake.wait(interval)
             self._wake.clear()
 
     # -- one pass -------------------------------------------------------------------------
@@ -137,6 +144,7 @@ class Scheduler:
         if not leader:
             return
         active = self.store.jobs_in_states({_PREPARING, _RUNNING, _CANCELLING})
+        self._idle = not active
         for job in active:
             if self._is_busy(job):
                 continue
@@ -150,7 +158,9 @@ class Scheduler:
         slots = self.settings.max_running_jobs - running
         if slots <= 0:
             return
-        for job in self.store.jobs_in_states({_QUEUED})[:slots]:
+        queued = self.store.jobs_in_states({_QUEUED})
+        self._idle = self._idle and not queued
+        for job in queued[:slots]:
             if self.store.update_job(
                 job.project,
                 job.job_id,
