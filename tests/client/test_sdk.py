@@ -25,8 +25,12 @@ def client(server: ServerProcess, settings: Settings) -> Iterator[mlengine.Clien
 
 def test_submit_wait_logs(client: mlengine.Client, trainer_package: Path, tmp_path: Path) -> None:
     job = client.jobs.submit_training(
-        "sdk_ok", module_name="trainer.task", package_path=trainer_package,
-        job_dir=tmp_path / "out", args=["--epochs", "2"], labels={"team": "ml"},
+        "sdk_ok",
+        module_name="trainer.task",
+        package_path=trainer_package,
+        job_dir=tmp_path / "out",
+        args=["--epochs", "2"],
+        labels={"team": "ml"},
     )
     assert job.resource["state"] == "QUEUED"
     assert job.wait(timeout=60) is job
@@ -47,10 +51,16 @@ def test_distributed_job_and_packages(
 
     sdist = build_package(trainer_package, tmp_path / "dist")
     job = client.jobs.submit_training(
-        "sdk_dist", module_name="trainer.task", packages=[sdist], job_dir=tmp_path / "out",
-        scale_tier="custom", master_machine_type="n1-standard-4",
-        worker_machine_type="n1-standard-4", worker_count=2,
-        parameter_server_machine_type="n1-standard-4", parameter_server_count=1,
+        "sdk_dist",
+        module_name="trainer.task",
+        packages=[sdist],
+        job_dir=tmp_path / "out",
+        scale_tier="custom",
+        master_machine_type="n1-standard-4",
+        worker_machine_type="n1-standard-4",
+        worker_count=2,
+        parameter_server_machine_type="n1-standard-4",
+        parameter_server_count=1,
     )
     job.wait(timeout=90)
     assert job.resource["state"] == "SUCCEEDED", job.error_message
@@ -69,13 +79,16 @@ def test_errors_are_the_error_tree(
     with pytest.raises(NotFound):
         client.jobs.get("missing")
     with pytest.raises(InvalidArgument, match="'jobId'"):
-        client.jobs.submit_training("9bad", module_name="trainer.task",
-                                    package_path=trainer_package)
-    job = client.jobs.submit_training("sdk_dup", module_name="trainer.task",
-                                      package_path=trainer_package, args=["--sleep", "30"])
+        client.jobs.submit_training(
+            "9bad", module_name="trainer.task", package_path=trainer_package
+        )
+    job = client.jobs.submit_training(
+        "sdk_dup", module_name="trainer.task", package_path=trainer_package, args=["--sleep", "30"]
+    )
     with pytest.raises(AlreadyExists):
-        client.jobs.submit_training("sdk_dup", module_name="trainer.task",
-                                    package_path=trainer_package)
+        client.jobs.submit_training(
+            "sdk_dup", module_name="trainer.task", package_path=trainer_package
+        )
     job.cancel()
     job.wait(timeout=30)
     assert job.resource["state"] == "CANCELLED"
