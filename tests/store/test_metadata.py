@@ -17,7 +17,7 @@ from mlengine.store import JobRecord, MetadataStore, get_store, parse_filter
 from mlengine.store._schema import Base
 from tests.support.postgres import create_database, running_postgres
 
-FIELDS = frozenset({"jobId", "state", "labels"})
+FIELDS = frozenset({"jobId", "state", "labels", "createTime"})
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +88,15 @@ def test_missing_job(store: MetadataStore) -> None:
         store.update_job("p", "nope", state="RUNNING")
 
 
-def test_paging_newest_first_covers_every_job_once(store: MetadataStore) -> None:
+@pytest.mark.parametrize("text", ["", "createTime:2026*"])
+def test_paging_newest_first_covers_every_job_once(store: MetadataStore, text: str) -> None:
     for i in range(7):
         store.insert_job(job(f"j{i}", seconds=i // 2))  # ties on create_time too
     seen: list[str] = []
     token = None
     while True:
-        page, token = store.list_jobs("p", page_size=3, page_token=token)
+        terms = parse_filter(text, FIELDS)
+        page, token = store.list_jobs("p", terms, page_size=3, page_token=token)
         assert len(page) <= 3
         seen += [r.job_id for r in page]
         if token is None:
@@ -118,7 +120,13 @@ def test_filters(store: MetadataStore) -> None:
     assert ids("state:FAILED labels.team:a") == ["rnn_1"]
     assert ids("labels.team:a") == ["census_1", "rnn_1"]
     assert ids("jobId:census_1") == ["census_1"]
-    assert ids("jobId:%*") == []  # LIKE wildcards are escaped
+    assert ids("jobId:%*") == []  # no LIKE wildcards
+    assert ids("jobId:CENSUS*") == []  # case-sensitive, also on SQLite
+    assert ids("labels.team:A") == []
+    assert ids("createTime:2026-01-01T00:00:02*") == ["census_2"]
+    assert ids("createTime:2026-01-01T00:00:03.000000Z") == ["rnn_1"]
+    assert ids("createTime:2026-01-01* AND labels.team:a") == ["census_1", "rnn_1"]
+    assert ids("createTime:1999*") == []
     assert store.list_jobs("other", ())[0] == []
 
 

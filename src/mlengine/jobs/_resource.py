@@ -14,6 +14,7 @@ from typing import Any
 from mlengine.errors import InvalidArgument, invalid_field
 from mlengine.jobs._scale_tiers import replicas_for, scale_tier_of
 from mlengine.store import JobRecord
+from mlengine.store._metadata import rfc3339 as store_rfc3339
 
 __all__ = [
     "JOB_ID_PATTERN",
@@ -28,7 +29,7 @@ __all__ = [
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-LIST_FILTER_FIELDS = frozenset({"jobId", "state", "labels"})
+LIST_FILTER_FIELDS = frozenset({"jobId", "state", "labels", "createTime"})
 
 _INT64_FIELDS = ("workerCount", "parameterServerCount", "evaluatorCount")
 _STRING_FIELDS = (
@@ -139,7 +140,7 @@ def _replica_config(value: object, field: str) -> dict[str, Any]:
                 f"{field}.acceleratorConfig", "TrainingInput", "an object", accelerator
             )
         kind = accelerator.get("type", "ACCELERATOR_TYPE_UNSPECIFIED")
-        if kind not in _ACCELERATOR_TYPES:
+        if not isinstance(kind, str) or kind not in _ACCELERATOR_TYPES:
             raise invalid_field(
                 f"{field}.acceleratorConfig.type",
                 "TrainingInput",
@@ -228,10 +229,7 @@ def validate_training_input(training_input: object) -> dict[str, Any]:
 
 def rfc3339(value: Any) -> str | None:
     """A datetime as RFC 3339 UTC with a ``Z`` (what ml v1 emits), or None."""
-    if value is None:
-        return None
-    text: str = value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return text
+    return None if value is None else store_rfc3339(value)
 
 
 def job_resource(record: JobRecord, queue_position: int | None = None) -> dict[str, Any]:

@@ -238,25 +238,43 @@ class MetadataStore:
         page_token: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
         """List a project's jobs, newest first, filtered by `terms` (fields ``jobId``,
-        ``state``, ``labels.KEY``), one page at a time.
+        ``state``, ``labels.KEY``, and ``createTime`` matched on its RFC 3339 text), one page
+        at a time.
 
         Raises:
             InvalidArgument: a malformed page token or filter field.
         """
         query = select(JobRow).where(JobRow.project == project)
+        time_terms = [term for term in terms if term.field == "createTime"]
         for term in terms:
-            query = query.where(_job_condition(term, project))
-        if page_token:
-            created, job_id = _decode_token(page_token)
-            query = query.where(
-                or_(
-                    JobRow.create_time < created,
-                    and_(JobRow.create_time == created, JobRow.job_id < job_id),
-                )
-            )
-        query = query.order_by(JobRow.create_time.desc(), JobRow.job_id.desc()).limit(page_size + 1)
+            if term.field != "createTime":
+                query = query.where(_job_condition(term, project))
+        query = query.order_by(JobRow.create_time.desc(), JobRow.job_id.desc())
+        after = _decode_token(page_token) if page_token else None
+        # createTime terms match the rendered RFC 3339 text, so they are applied here, on
+        # batches read in order; the other terms are SQL conditions.
+        batch_size = page_size + 1 if not time_terms else 500
         with self._session() as session:
-            rows = list(session.scalars(query))
+            rows: list[JobRow] = []
+            while len(rows) <= page_size:
+                batch_query = query
+                if after is not None:
+                    created, job_id = after
+                    batch_query = query.where(
+                        or_(
+                            JobRow.create_time < created,
+                            and_(JobRow.create_time == created, JobRow.job_id < job_id),
+                        )
+                    )
+                batch = list(session.scalars(batch_query.limit(batch_size)))
+                rows += [
+                    row
+                    for row in batch
+                    if all(t.matches(rfc3339(row.create_time)) for t in time_terms)
+                ]
+                if len(batch) < batch_size:
+                    break
+                after = (batch[-1].create_time, batch[-1].job_id)
             more = len(rows) > page_size
             rows = rows[:page_size]
             labels = self._labels(session, [(r.project, r.job_id) for r in rows])
@@ -385,21 +403,29 @@ class MetadataStore:
 def _job_condition(term: FilterTerm, project: str) -> Any:
     if term.field in ("jobId", "state"):
         column = JobRow.job_id if term.field == "jobId" else JobRow.state
-        if term.prefix:
-            return column.startswith(term.value, autoescape=True)
-        return column == term.value
+        return _matches(column, term)
     key = term.field.split(".", 1)[1]
-    label_value = (
-        JobLabelRow.value.startswith(term.value, autoescape=True)
-        if term.prefix
-        else (JobLabelRow.value == term.value)
-    )
+    label_value = _matches(JobLabelRow.value, term)
     return exists().where(
         JobLabelRow.project == JobRow.project,
         JobLabelRow.job_id == JobRow.job_id,
         JobLabelRow.key == key,
         label_value,
     )
+
+
+def _matches(column: Any, term: FilterTerm) -> Any:
+    """Exact or prefix match, case-sensitive on every backend (SQLite's LIKE is not)."""
+    if term.prefix:
+        return func.substr(column, 1, len(term.value)) == term.value
+    return column == term.value
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """A time as ml v1 writes it: RFC 3339, UTC, microseconds, ``Z``."""
+    naive = _naive_utc(value)
+    assert naive is not None
+    return naive.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _encode_token(created: dt.datetime, job_id: str) -> str:
