@@ -41,8 +41,10 @@ lint: install-test
 test: install-test postgres lint
 	$(VENV)/bin/pytest
 
+# No-op trainer (pure overhead), then a trainer that works for 1 s (the ratio a user sees).
 bench: install
 	$(PY) benchmarks/jobs_overhead.py
+	$(PY) benchmarks/jobs_overhead.py --trainer-seconds 1 --repeat 3
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
