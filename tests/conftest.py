@@ -19,7 +19,7 @@ from mlengine.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
-TRAINER = '''
+TRAINER = r'''
 """A tiny trainer used by the tests: records how it was started, then behaves as asked."""
 import json, os, signal, subprocess, sys, time
 

@@ -102,6 +102,22 @@ def test_create_returns_queued_job_that_runs_to_success(jobs_api: JobsApi) -> No
     assert "some_unknown_training_field" not in job_spec
 
 
+def test_create_answers_queued_even_when_the_scheduler_is_quick(
+    jobs_api: JobsApi, tmp_path: Path
+) -> None:
+    # Back-to-back creates: the scheduler, woken by one, may pick the next up while it is
+    # being created; the answer must still be the job as created.
+    missing = str(tmp_path / "trainer-0.0.0.tar.gz")  # the jobs fail fast, unprepared
+    ids = [f"burst_{i}" for i in range(100)]
+
+    answers = [jobs_api.create(job_id, packageUris=[missing]) for job_id in ids]
+
+    assert [job["state"] for job in answers] == ["QUEUED"] * len(ids)
+    assert all(int(job["jobPosition"]) >= 1 for job in answers)
+    for job_id in ids:
+        assert jobs_api.wait(job_id)["state"] == "FAILED"
+
+
 def test_get_unknown_job_is_not_found(jobs_api: JobsApi) -> None:
     response = jobs_api.client.get(jobs_api.path("nothing_here"))
 
@@ -160,6 +176,13 @@ def test_jobs_beyond_capacity_wait_in_the_queue_with_their_position(
             jobs_api.cancel(job_id)
     for job_id in ids:
         assert jobs_api.wait(job_id, timeout=15)["state"] == "CANCELLED"
+        logs = jobs_api.client.get(
+            jobs_api.path(job_id, "logs"), params={"taskName": "service"}
+        ).json()
+        service = [entry["message"] for entry in logs["entries"]]
+        # Each job was prepared once and cancelled once.
+        assert not [m for m in service if "queued again" in m], service
+        assert len([m for m in service if m == "Job cancelled by the user."]) <= 1, service
 
 
 # -- list -----------------------------------------------------------------------------------

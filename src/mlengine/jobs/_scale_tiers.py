@@ -49,14 +49,20 @@ def scale_tier_of(training_input: Mapping[str, Any]) -> str:
     return tier.upper().replace("-", "_")
 
 
+MAX_REPLICAS_PER_TYPE = 1000
+"""The largest replica count of one type a job may ask for (each replica is a process)."""
+
+
 def _count(training_input: Mapping[str, Any], field: str) -> int:
     value = training_input.get(field, 0) or 0
+    expected = f"an integer between 0 and {MAX_REPLICAS_PER_TYPE}"
     try:
         count = int(value)
     except (TypeError, ValueError):
-        raise invalid_field(field, "TrainingInput", "an integer >= 0", value) from None
-    if count < 0 or str(value).strip() not in (str(count), f"{count}.0"):
-        raise invalid_field(field, "TrainingInput", "an integer >= 0", value)
+        raise invalid_field(field, "TrainingInput", expected, value) from None
+    valid = str(value).strip() in (str(count), f"{count}.0")
+    if isinstance(value, bool) or not valid or not 0 <= count <= MAX_REPLICAS_PER_TYPE:
+        raise invalid_field(field, "TrainingInput", expected, value)
     return count
 
 

@@ -143,10 +143,15 @@ class Scheduler:
         self.is_leader = leader
         if not leader:
             return
+        # Read the busy set before the jobs: a worker finishing after this read has already
+        # moved its job out of PREPARING, so a PREPARING job outside `busy` is an orphan and
+        # every busy job holds a slot. Reading it later would undercount running jobs.
+        with self._busy_lock:
+            busy = set(self._busy)
         active = self.store.jobs_in_states({_PREPARING, _RUNNING, _CANCELLING})
         self._idle = not active
         for job in active:
-            if self._is_busy(job):
+            if (job.project, job.job_id) in busy:
                 continue
             if job.state == _PREPARING:
                 self._requeue_orphan(job)
@@ -154,7 +159,9 @@ class Scheduler:
                 self._submit(job, self._cancel)
             else:
                 self._check_running(job)
-        running = sum(1 for job in active if job.state != _PREPARING or self._is_busy(job))
+        running = sum(
+            1 for job in active if job.state != _PREPARING or (job.project, job.job_id) in busy
+        )
         slots = self.settings.max_running_jobs - running
         if slots <= 0:
             return
@@ -189,10 +196,6 @@ class Scheduler:
         except PermissionError:
             return None
         return None
-
-    def _is_busy(self, job: JobRecord) -> bool:
-        with self._busy_lock:
-            return (job.project, job.job_id) in self._busy
 
     def _submit(self, job: JobRecord, work: Any) -> None:
         key = (job.project, job.job_id)

@@ -97,7 +97,7 @@ class JobService:
             runner=self.settings.runner,
         )
         self.store.insert_job(record)
-        return self.get(project, job_id)
+        return self._resource(record)  # as created: the scheduler may have taken it already
 
     def get(self, project: str, job_id: str) -> dict[str, Any]:
         """The ml v1 `Job` resource.
@@ -111,7 +111,10 @@ class JobService:
     def _resource(self, record: JobRecord) -> dict[str, Any]:
         position = None
         if record.state == JobState.QUEUED.value:
-            position = self.store.queue_position(record.project, record.job_id, record.create_time)
+            # At least 1: the job may have left the queue since `record` was read.
+            position = max(
+                1, self.store.queue_position(record.project, record.job_id, record.create_time)
+            )
         return job_resource(record, position)
 
     def list(

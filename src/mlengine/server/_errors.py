@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlengine.errors import MLEngineError
 
@@ -72,7 +73,34 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "The requested URL was not found on this server."
         return error_response(error.status_code, message)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, error: Exception) -> Response:
-        logger.exception("unexpected error")
-        return error_response(500, f"Internal error: {type(error).__name__}: {error}")
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """Turn an unexpected exception into a 500 envelope inside the app, so the server logs it
+    and keeps the connection (Starlette's own last-resort handler re-raises to uvicorn, which
+    then drops the connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as error:
+            logger.exception("unexpected error")
+            if started:
+                raise
+            response = error_response(500, f"Internal error: {type(error).__name__}: {error}")
+            await response(scope, receive, send)
