@@ -17,6 +17,9 @@ PACKAGES = [
     "mlengine.jobs.runners",
     "mlengine.server",
     "mlengine.client",
+    "mlengine.models",
+    "mlengine.prediction",
+    "mlengine.prediction.predictors",
 ]
 
 

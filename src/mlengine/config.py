@@ -45,6 +45,13 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", "MLENGINE_HOME", "State directory", lambda _: str(Path.home() / ".mlengine")),
     Setting(
@@ -73,6 +80,34 @@ SETTINGS: tuple[Setting, ...] = (
         "MLENGINE_MAX_RUNNING_JOBS",
         "Jobs the scheduler runs at once",
         lambda _: 4,
+        _positive_int,
+    ),
+    Setting(
+        "loaded_versions",
+        "MLENGINE_LOADED_VERSIONS",
+        "Model versions kept loaded in memory (LRU)",
+        lambda _: 8,
+        _positive_int,
+    ),
+    Setting(
+        "max_batch_size",
+        "MLENGINE_MAX_BATCH_SIZE",
+        "Instances merged into one model call (per version: label max_batch_size)",
+        lambda _: 64,
+        _positive_int,
+    ),
+    Setting(
+        "max_batch_wait_ms",
+        "MLENGINE_MAX_BATCH_WAIT_MS",
+        "Extra wait for a fuller batch (per version: label max_batch_wait_ms); 0 = none",
+        lambda _: 0.0,
+        _non_negative_float,
+    ),
+    Setting(
+        "max_request_bytes",
+        "MLENGINE_MAX_REQUEST_BYTES",
+        "Largest prediction request body (AI Platform: 1.5 MB)",
+        lambda _: 1_572_864,
         _positive_int,
     ),
     Setting(

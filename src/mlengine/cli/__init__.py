@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mlengine.cli import _config, _jobs, _local, _server
+from mlengine.cli import _config, _jobs, _local, _models, _predict, _server
 from mlengine.errors import MLEngineError
 
 __all__ = ["app", "main"]
@@ -23,6 +23,11 @@ app = typer.Typer(
 )
 app.add_typer(_jobs.app, name="jobs")
 app.add_typer(_local.app, name="local")
+app.add_typer(_models.models_app, name="models")
+app.add_typer(_models.versions_app, name="versions")
+app.add_typer(_models.operations_app, name="operations")
+app.command("predict")(_predict.predict)
+_local.app.command("predict")(_predict.local_predict)
 app.add_typer(_server.app, name="server")
 app.add_typer(_config.app, name="config")
 

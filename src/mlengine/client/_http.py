@@ -110,7 +110,13 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
         body = response.json() if response.content else {}
     except ValueError:
         body = {"error": response.text.strip() or response.reason_phrase}
-    if response.status_code < 400 and isinstance(body, dict) and "error" not in body:
+    # A 200 carrying a string `error` is a failed prediction (AI Platform did that); an
+    # Operation's `error` object is part of the resource.
+    if (
+        response.status_code < 400
+        and isinstance(body, dict)
+        and not isinstance(body.get("error"), str)
+    ):
         return body
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):

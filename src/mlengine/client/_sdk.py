@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlengine.client._http import APIClient
+from mlengine.client._models_sdk import ModelsAPI, OperationsAPI, VersionsAPI
 from mlengine.config import Settings
 from mlengine.jobs._packaging import build_package, validate_package_files
 from mlengine.jobs._state import JobState
@@ -49,6 +50,15 @@ class Client:
         self.project: str = self.settings.project
         self.api = APIClient(self.settings, autostart=autostart)
         self.jobs = JobsAPI(self)
+        self.models = ModelsAPI(self)
+        self.versions = VersionsAPI(self)
+        self.operations = OperationsAPI(self)
+
+    def predict(
+        self, model: str, instances: Sequence[Any], *, version: str | None = None, **fields: Any
+    ) -> list[Any]:
+        """Online prediction (see `ModelsAPI.predict`)."""
+        return self.models.predict(model, instances, version=version, **fields)
 
     def close(self) -> None:
         """Close the HTTP connections."""

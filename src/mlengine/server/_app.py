@@ -8,14 +8,19 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import mlengine
 from mlengine.config import Settings
 from mlengine.jobs import JobService, Scheduler
+from mlengine.models import ModelService
+from mlengine.prediction._serving import PredictionService
 from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
 from mlengine.server._ml_v1_jobs import router as jobs_router
-from mlengine.store import ArtifactStore, get_store
+from mlengine.server._ml_v1_models import router as models_router
+from mlengine.server._predict import router as predict_router
+from mlengine.store import ArtifactStore, RegistryStore, get_store
 
 __all__ = ["create_app", "create_app_from_environment"]
 
@@ -36,6 +41,11 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         app.state.store = store
         app.state.jobs = JobService(store, settings)
         app.state.artifacts = ArtifactStore(settings.artifact_root)
+        models = ModelService(RegistryStore(store), settings)
+        app.state.models = models
+        prediction = PredictionService(models, settings)
+        app.state.prediction = prediction
+        await run_in_threadpool(models.fail_interrupted)
         scheduler = Scheduler(store, settings) if run_scheduler else None
         app.state.scheduler = scheduler
         app.state.wake_scheduler = scheduler.wake if scheduler else (lambda: None)
@@ -44,6 +54,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         try:
             yield
         finally:
+            await prediction.close()
             if scheduler is not None:
                 scheduler.stop()
 
@@ -56,6 +67,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
     )
     install_error_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(models_router)
+    app.include_router(predict_router)
 
     if settings.api_token:
         expected = f"Bearer {settings.api_token}"

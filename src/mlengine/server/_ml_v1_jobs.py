@@ -38,16 +38,21 @@ async def json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _page_size(request: Request) -> int | None:
+def page_size(request: Request, owner: str = "ListJobsRequest") -> int | None:
+    """The ``pageSize`` query parameter, or None.
+
+    Raises:
+        InvalidArgument: not a non-negative integer.
+    """
     value = request.query_params.get("pageSize")
     if value in (None, ""):
         return None
     try:
         size = int(value)
     except ValueError:
-        raise invalid_field("pageSize", "ListJobsRequest", "an integer >= 1", value) from None
+        raise invalid_field("pageSize", owner, "an integer >= 1", value) from None
     if size < 0:
-        raise invalid_field("pageSize", "ListJobsRequest", "an integer >= 1", value)
+        raise invalid_field("pageSize", owner, "an integer >= 1", value)
     return size
 
 
@@ -66,7 +71,7 @@ async def list_jobs(project: str, request: Request) -> JSONResponse:
         request.app.state.jobs.list,
         project,
         params.get("filter"),
-        _page_size(request),
+        page_size(request),
         params.get("pageToken") or None,
     )
     return JSONResponse(result)

@@ -1,0 +1,210 @@
+"""``mlengine models ...`` and ``mlengine versions ...``, as in ``gcloud ai-platform``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from mlengine.cli._common import OutputFormat, err, print_resource, print_table, settings_from
+from mlengine.errors import InvalidArgument
+from mlengine.jobs._submission import load_job_config, parse_labels
+
+if TYPE_CHECKING:
+    from mlengine.client import Client
+
+models_app = typer.Typer(help="Create and manage models.", no_args_is_help=True)
+versions_app = typer.Typer(help="Create and manage model versions.", no_args_is_help=True)
+operations_app = typer.Typer(help="Inspect long-running operations.", no_args_is_help=True)
+
+_PROJECT = typer.Option(None, "--project", help="Project (default: MLENGINE_PROJECT).")
+_FORMAT = typer.Option(OutputFormat.table, "--format", help="Output format.")
+_MODEL = typer.Option(..., "--model", help="The model.")
+_VERSION_CONFIG_KEYS = frozenset(
+    {"autoScaling", "deploymentUri", "description", "framework", "labels", "machineType",
+     "manualScaling", "packageUris", "predictionClass", "pythonVersion", "runtimeVersion",
+     "serviceAccount"}
+)  # fmt: skip
+
+
+def _client(ctx: typer.Context, project: str | None) -> Client:
+    from mlengine.client import Client
+
+    return Client(settings=settings_from(ctx, project=project))
+
+
+def _basename(name: Any) -> str:
+    return str(name or "").rsplit("/", 1)[-1]
+
+
+@models_app.command("create")
+def create_model(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="The model name."),
+    description: str = typer.Option(None),
+    regions: str = typer.Option(None, "--regions", help="One region (recorded)."),
+    region: str = typer.Option(None, "--region", help="Recorded with the model."),
+    labels: str = typer.Option(None, help="k=v,k2=v2"),
+    enable_logging: bool = typer.Option(False, "--enable-logging"),
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Create a model."""
+    with _client(ctx, project) as client:
+        resource = client.models.create(
+            model, description=description, regions=[regions or region] if (regions or region)
+            else None, labels=parse_labels(labels), enable_logging=enable_logging,
+        )  # fmt: skip
+    err.print(f"Created model [{model}].")
+    print_resource(resource, output)
+
+
+@models_app.command("list")
+def list_models(
+    ctx: typer.Context, project: str = _PROJECT, output: OutputFormat = _FORMAT
+) -> None:
+    """List models."""
+    with _client(ctx, project) as client:
+        resources = list(client.models.list())
+    rows = [
+        {
+            "name": _basename(r["name"]),
+            "default": _basename(r.get("defaultVersion", {}).get("name")),
+        }
+        for r in resources
+    ]
+    print_table(rows, [("NAME", "name"), ("DEFAULT_VERSION_NAME", "default")], output, resources)
+
+
+@models_app.command("describe")
+def describe_model(
+    ctx: typer.Context, model: str, project: str = _PROJECT, output: OutputFormat = _FORMAT
+) -> None:
+    """Show a model (its default version embedded)."""
+    with _client(ctx, project) as client:
+        print_resource(client.models.get(model), output)
+
+
+@models_app.command("delete")
+def delete_model(ctx: typer.Context, model: str, project: str = _PROJECT) -> None:
+    """Delete a model that has no versions."""
+    with _client(ctx, project) as client:
+        client.models.delete(model)
+    err.print(f"Deleted model [{model}].")
+
+
+@versions_app.command("create")
+def create_version(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The version name."),
+    model: str = _MODEL,
+    origin: str = typer.Option(None, help="Directory (or fsspec URL) with the model files."),
+    framework: str = typer.Option(
+        None,
+        help="scikit-learn, xgboost, lightgbm, pytorch, keras, onnx or tensorflow "
+        "(default: detected from the files).",
+    ),
+    runtime_version: str = typer.Option(None, help="MAJOR.MINOR, recorded (default 2.11)."),
+    python_version: str = typer.Option(None, help="Recorded."),
+    description: str = typer.Option(None),
+    labels: str = typer.Option(
+        None, help="k=v,k2=v2 (max_batch_size, max_batch_wait_ms tune batching)"
+    ),
+    config: Path = typer.Option(None, help="Version YAML; flags override it."),
+    async_: bool = typer.Option(False, "--async", help="Return the operation at once."),
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Create a version: the files are copied into the artifact store, loaded and checked with
+    a smoke prediction before it becomes READY."""
+    body: dict[str, Any] = {}
+    if config is not None:
+        body = load_job_config(config)
+        unknown = sorted(set(body) - _VERSION_CONFIG_KEYS)
+        if unknown:
+            raise InvalidArgument(
+                f"The version config {config} has unknown keys: {', '.join(unknown)}."
+            )
+    origin = origin or body.pop("deploymentUri", None)
+    if not origin:
+        raise InvalidArgument("Give --origin DIR (or deploymentUri in --config).")
+    with _client(ctx, project) as client:
+        if not async_:
+            err.print(f"Creating version [{version}] of model [{model}] (this may take a while)...")
+        resource = client.versions.create(
+            model, version, origin, framework=framework, runtime_version=runtime_version,
+            python_version=python_version, description=description,
+            labels=parse_labels(labels) or None, config=body, wait=not async_,
+        )  # fmt: skip
+    print_resource(resource, output)
+
+
+@versions_app.command("list")
+def list_versions(
+    ctx: typer.Context, model: str = _MODEL, project: str = _PROJECT, output: OutputFormat = _FORMAT
+) -> None:
+    """List a model's versions."""
+    with _client(ctx, project) as client:
+        resources = list(client.versions.list(model))
+    rows = [
+        {"name": _basename(r["name"]), "uri": r.get("deploymentUri"), "state": r["state"],
+         "framework": r.get("framework", "")}
+        for r in resources
+    ]  # fmt: skip
+    columns = [("NAME", "name"), ("DEPLOYMENT_URI", "uri"), ("STATE", "state"),
+               ("FRAMEWORK", "framework")]  # fmt: skip
+    print_table(rows, columns, output, resources)
+
+
+@versions_app.command("describe")
+def describe_version(
+    ctx: typer.Context,
+    version: str,
+    model: str = _MODEL,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Show a version."""
+    with _client(ctx, project) as client:
+        print_resource(client.versions.get(model, version), output)
+
+
+@versions_app.command("delete")
+def delete_version(ctx: typer.Context, version: str, model: str = _MODEL,
+                   project: str = _PROJECT) -> None:  # fmt: skip
+    """Delete a version (in-flight requests finish first)."""
+    with _client(ctx, project) as client:
+        client.versions.delete(model, version)
+    err.print(f"Deleted version [{version}] of model [{model}].")
+
+
+@versions_app.command("set-default")
+def set_default(
+    ctx: typer.Context,
+    version: str,
+    model: str = _MODEL,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Make a READY version the model's default."""
+    with _client(ctx, project) as client:
+        print_resource(client.versions.set_default(model, version), output)
+
+
+@operations_app.command("describe")
+def describe_operation(
+    ctx: typer.Context, operation: str, project: str = _PROJECT, output: OutputFormat = _FORMAT
+) -> None:
+    """Show an operation."""
+    with _client(ctx, project) as client:
+        print_resource(client.operations.get(operation), output)
+
+
+@operations_app.command("wait")
+def wait_operation(
+    ctx: typer.Context, operation: str, project: str = _PROJECT, output: OutputFormat = _FORMAT
+) -> None:
+    """Wait for an operation and show its response (exit 1 when it failed)."""
+    with _client(ctx, project) as client:
+        print_resource(client.operations.wait(client.operations.get(operation)), output)

@@ -1,0 +1,195 @@
+"""The SDK's models, versions, operations and prediction."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlengine.errors import OperationFailed
+
+if TYPE_CHECKING:
+    from mlengine.client._sdk import Client
+
+__all__ = ["ModelsAPI", "OperationsAPI", "VersionsAPI"]
+
+
+def _origin(origin: str | Path) -> str:
+    text = str(origin)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+class OperationsAPI:
+    """``projects.operations``: get and wait."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, name: str) -> dict[str, Any]:
+        """An operation by full name or id."""
+        operation_id = name.rsplit("/", 1)[-1]
+        return self._client.api.request(
+            "GET", f"/v1/projects/{self._client.project}/operations/{operation_id}"
+        )
+
+    def wait(
+        self, operation: Mapping[str, Any], timeout: float | None = 600, poll_interval: float = 0.2
+    ) -> dict[str, Any]:
+        """Poll until the operation is done; return its ``response``.
+
+        Raises:
+            OperationFailed: it ended with an error (the message is the error's).
+            TimeoutError: not done within `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = dict(operation)
+        while not current.get("done"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Operation {current['name']} is not done after {timeout} s.")
+            time.sleep(poll_interval)
+            current = self.get(current["name"])
+        if current.get("error"):
+            raise OperationFailed(str(current["error"].get("message", current["error"])))
+        return dict(current.get("response") or {})
+
+
+class ModelsAPI:
+    """``projects.models``: create, get, list, delete, and `predict`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def _base(self) -> str:
+        return f"/v1/projects/{self._client.project}/models"
+
+    def create(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        regions: Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        enable_logging: bool = False,
+    ) -> dict[str, Any]:
+        """Create a model; returns the Model resource."""
+        body: dict[str, Any] = {"name": name, "onlinePredictionLogging": enable_logging}
+        if description:
+            body["description"] = description
+        if regions:
+            body["regions"] = list(regions)
+        if labels:
+            body["labels"] = dict(labels)
+        return self._client.api.request("POST", self._base, json=body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The Model resource (default version embedded)."""
+        return self._client.api.request("GET", f"{self._base}/{name}")
+
+    def list(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every model of the project, by name."""
+        token: str | None = None
+        while True:
+            answer = self._client.api.request(
+                "GET", self._base, params={"pageSize": page_size, "pageToken": token}
+            )
+            yield from answer.get("models", [])
+            token = answer.get("nextPageToken")
+            if not token:
+                return
+
+    def delete(self, name: str) -> dict[str, Any]:
+        """Delete a model without versions; returns the finished Operation."""
+        return self._client.api.request("DELETE", f"{self._base}/{name}")
+
+    def predict(
+        self,
+        model: str,
+        instances: Sequence[Any],
+        *,
+        version: str | None = None,
+        **fields: Any,
+    ) -> builtins.list[Any]:
+        """Online prediction: `instances` to the default version (or `version`); extra
+        `fields` go in the request body (e.g. ``probabilities=True``).
+
+        Raises:
+            InvalidArgument: the server refused the instances (message names the instance).
+        """
+        path = f"{self._base}/{model}" + (f"/versions/{version}" if version else "")
+        answer = self._client.api.request(
+            "POST", f"{path}:predict", json={"instances": list(instances), **fields}
+        )
+        return list(answer["predictions"])
+
+
+class VersionsAPI:
+    """``projects.models.versions``: create (waits for READY), get, list, delete,
+    set_default."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _base(self, model: str) -> str:
+        return f"/v1/projects/{self._client.project}/models/{model}/versions"
+
+    def create(
+        self,
+        model: str,
+        name: str,
+        origin: str | Path,
+        *,
+        framework: str | None = None,
+        runtime_version: str | None = None,
+        python_version: str | None = None,
+        description: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        wait: bool = True,
+        timeout: float | None = 600,
+    ) -> dict[str, Any]:
+        """Create a version from the model files in `origin` (a local directory or fsspec
+        URL); with `wait`, return the READY Version, else the Operation.
+
+        Raises:
+            OperationFailed: the version ended FAILED (the loader's error).
+        """
+        body: dict[str, Any] = dict(config or {})
+        body.update({"name": name, "deploymentUri": _origin(origin)})
+        for key, value in (
+            ("framework", framework.upper().replace("-", "_") if framework else None),
+            ("runtimeVersion", runtime_version),
+            ("pythonVersion", python_version),
+            ("description", description),
+            ("labels", dict(labels) if labels else None),
+        ):
+            if value is not None:
+                body[key] = value
+        operation = self._client.api.request("POST", self._base(model), json=body)
+        if not wait:
+            return operation
+        return self._client.operations.wait(operation, timeout=timeout)
+
+    def get(self, model: str, name: str) -> dict[str, Any]:
+        """The Version resource."""
+        return self._client.api.request("GET", f"{self._base(model)}/{name}")
+
+    def list(self, model: str) -> Iterator[dict[str, Any]]:
+        """Every version of `model`, by name."""
+        token: str | None = None
+        while True:
+            answer = self._client.api.request("GET", self._base(model), params={"pageToken": token})
+            yield from answer.get("versions", [])
+            token = answer.get("nextPageToken")
+            if not token:
+                return
+
+    def delete(self, model: str, name: str) -> dict[str, Any]:
+        """Delete a version once its in-flight requests finished; returns the Operation."""
+        return self._client.api.request("DELETE", f"{self._base(model)}/{name}")
+
+    def set_default(self, model: str, name: str) -> dict[str, Any]:
+        """Make a READY version the default; returns the Version."""
+        return self._client.api.request("POST", f"{self._base(model)}/{name}:setDefault")

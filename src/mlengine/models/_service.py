@@ -1,0 +1,444 @@
+"""Models, versions and operations behind the REST API.
+
+Creating a version returns an Operation at once; `VersionService.build` (run in the
+background by the server) copies the origin into the artifact store, loads the model and
+answers a smoke prediction through `verify`, then marks the version READY, or FAILED with
+the loader's error, and finishes the operation.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlengine.config import Settings
+from mlengine.errors import FailedPrecondition, InvalidArgument, MLEngineError, NotFound
+from mlengine.jobs._resource import validate_labels
+from mlengine.jobs._service import new_etag, now_utc, validate_project
+from mlengine.models._artifacts import copy_version_files, local_copy
+from mlengine.models._resource import (
+    model_resource,
+    operation_resource,
+    validate_model,
+    validate_version,
+    version_resource,
+)
+from mlengine.store import (
+    ModelRecord,
+    OperationRecord,
+    RegistryStore,
+    VersionRecord,
+)
+
+__all__ = ["ModelService", "Verifier"]
+
+Verifier = Callable[[VersionRecord, Path], str]
+"""Loads a version from its local directory, answers a smoke prediction and returns the
+framework it detected; raises an MLEngineError (the version's errorMessage) when it cannot."""
+
+_MODEL_MASK = frozenset({"description", "labels", "default_version.name", "defaultVersion.name"})
+_VERSION_MASK = frozenset(
+    {
+        "description",
+        "labels",
+        "requestLoggingConfig",
+        "autoScaling.minNodes",
+        "autoScaling.maxNodes",
+        "manualScaling.nodes",
+    }
+)
+
+
+def _page_size(value: int | None) -> int:
+    size = 20 if value in (None, 0) else value
+    if not isinstance(size, int) or size < 1:
+        raise InvalidArgument(f"The 'pageSize' parameter must be an integer >= 1. Got {value!r}.")
+    return min(size, 100)
+
+
+class ModelService:
+    """Models, their versions and the operations that change them."""
+
+    def __init__(self, registry: RegistryStore, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    # -- models ---------------------------------------------------------------------------
+    def create_model(self, project: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a model (synchronous, as in ml v1).
+
+        Raises:
+            InvalidArgument: a bad body.
+            AlreadyExists: the name is taken.
+        """
+        validate_project(project)
+        fields = validate_model(body)
+        record = ModelRecord(project=project, create_time=now_utc(), etag=new_etag(), **fields)
+        self.registry.insert_model(record)
+        return model_resource(record, None)
+
+    def get_model(self, project: str, name: str) -> dict[str, Any]:
+        """The model with its default version embedded.
+
+        Raises:
+            NotFound: no such model.
+        """
+        record = self.registry.get_model(project, name)
+        return model_resource(record, self._default(record))
+
+    def _default(self, record: ModelRecord) -> VersionRecord | None:
+        if record.default_version is None:
+            return None
+        try:
+            return self.registry.get_version(record.project, record.name, record.default_version)
+        except NotFound:
+            return None
+
+    def list_models(
+        self, project: str, page_size: int | None = None, page_token: str | None = None
+    ) -> dict[str, Any]:
+        """``{"models": [...], "nextPageToken"}`` or ``{}``."""
+        validate_project(project)
+        records, token = self.registry.list_models(project, _page_size(page_size), page_token)
+        result: dict[str, Any] = {}
+        if records:
+            result["models"] = [model_resource(r, self._default(r)) for r in records]
+        if token:
+            result["nextPageToken"] = token
+        return result
+
+    def delete_model(self, project: str, name: str) -> dict[str, Any]:
+        """Delete a model without versions; returns a finished DELETE_MODEL operation.
+
+        Raises:
+            NotFound: no such model.
+            FailedPrecondition: it still has versions.
+        """
+        self.registry.delete_model(project, name)
+        return self._finished_operation(project, "DELETE_MODEL", name, None, response={})
+
+    def patch_model(
+        self, project: str, name: str, body: Mapping[str, Any], update_mask: str | None
+    ) -> dict[str, Any]:
+        """Update description, labels or the default version; returns a finished operation.
+
+        Raises:
+            InvalidArgument: an unsupported mask path or bad values.
+            NotFound: no such model or default version.
+        """
+        paths = _mask(update_mask, _MODEL_MASK, "Model")
+        changes: dict[str, Any] = {"etag": new_etag()}
+        if "description" in paths:
+            changes["description"] = str(body.get("description", ""))
+        if "labels" in paths:
+            changes["labels"] = validate_labels(body.get("labels"), "Model")
+        if paths & {"default_version.name", "defaultVersion.name"}:
+            default = (body.get("defaultVersion") or body.get("default_version") or {}).get("name")
+            version = str(default or "").rsplit("/", 1)[-1]
+            self._require_ready(project, name, version)
+            changes["default_version"] = version
+        self.registry.update_model(project, name, **changes)
+        return self._finished_operation(
+            project, "UPDATE_MODEL", name, None, response=self.get_model(project, name)
+        )
+
+    # -- versions -------------------------------------------------------------------------
+    def create_version(
+        self, project: str, model: str, body: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], VersionRecord, OperationRecord]:
+        """Record a CREATING version and its CREATE_VERSION operation; the caller runs
+        `build` in the background.
+
+        Raises:
+            InvalidArgument: a bad body.
+            NotFound: no such model.
+            AlreadyExists: the version name is taken.
+        """
+        spec = validate_version(body)
+        name = spec.pop("name")
+        now = now_utc()
+        record = VersionRecord(
+            project=project, model=model, name=name, state="CREATING", spec=spec,
+            create_time=now, etag=new_etag(),
+        )  # fmt: skip
+        operation = OperationRecord(
+            project=project,
+            operation_id=f"create_{model}_{name}-{int(now.timestamp() * 1000)}",
+            operation_type="CREATE_VERSION",
+            model=model,
+            version=name,
+            create_time=now,
+            start_time=now,
+            snapshot=version_resource(record, is_default=False),
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        self.registry.insert_version(record, operation)
+        return operation_resource(operation), record, operation
+
+    def build(self, record: VersionRecord, operation: OperationRecord, verify: Verifier) -> None:
+        """Copy, load and smoke-test a CREATING version; end it READY or FAILED."""
+        destination = self.settings.artifact_root.rstrip("/") + (
+            f"/models/{record.project}/{record.model}/{record.name}-{int(time.time() * 1000)}"
+        )
+        try:
+            artifact_uri = copy_version_files(record.spec["deploymentUri"], destination)
+            self.registry.update_version(
+                record.project, record.model, record.name, artifact_uri=artifact_uri
+            )
+            framework = verify(record, self.local_dir(record, artifact_uri))
+        except MLEngineError as error:
+            self._fail(record, operation, str(error))
+            return
+        except Exception as error:  # a loader's own exception type: its message is the reason
+            self._fail(record, operation, f"{type(error).__name__}: {error}")
+            return
+        spec = {**record.spec, "framework": record.spec.get("framework") or framework}
+        self.registry.update_version(
+            record.project, record.model, record.name, from_states={"CREATING"},
+            state="READY", spec=spec, etag=new_etag(),
+        )  # fmt: skip
+        self.registry.set_default_if_none(record.project, record.model, record.name)
+        self.registry.finish_operation(
+            record.project,
+            operation.operation_id,
+            end_time=now_utc(),
+            response={
+                "@type": "type.googleapis.com/google.cloud.ml.v1.Version",
+                **self.get_version(record.project, record.model, record.name),
+            },
+        )
+
+    def _fail(self, record: VersionRecord, operation: OperationRecord, message: str) -> None:
+        self.registry.update_version(
+            record.project, record.model, record.name, state="FAILED", error_message=message
+        )
+        self.registry.finish_operation(
+            record.project,
+            operation.operation_id,
+            end_time=now_utc(),
+            error={"code": 3, "message": message, "details": []},
+        )
+
+    def local_dir(self, record: VersionRecord, artifact_uri: str | None = None) -> Path:
+        """A local directory with the version's files (downloaded when the store is remote)."""
+        uri = artifact_uri or record.artifact_uri
+        if not uri:
+            raise FailedPrecondition(f"Version {record.name} has no files yet.")
+        cache = self.settings.home_path / "cache" / "models" / record.project / record.model
+        return local_copy(uri, cache / f"{record.name}-{record.create_time.timestamp():.0f}")
+
+    def get_version(self, project: str, model: str, name: str) -> dict[str, Any]:
+        """The version resource.
+
+        Raises:
+            NotFound: no such version.
+        """
+        record = self.registry.get_version(project, model, name)
+        default = self.registry.get_model(project, model).default_version
+        return version_resource(record, is_default=default == name)
+
+    def list_versions(
+        self, project: str, model: str, page_size: int | None = None, page_token: str | None = None
+    ) -> dict[str, Any]:
+        """``{"versions": [...], "nextPageToken"}`` or ``{}``.
+
+        Raises:
+            NotFound: no such model.
+        """
+        default = self.registry.get_model(project, model).default_version
+        records, token = self.registry.list_versions(
+            project, model, _page_size(page_size), page_token
+        )
+        result: dict[str, Any] = {}
+        if records:
+            result["versions"] = [version_resource(r, r.name == default) for r in records]
+        if token:
+            result["nextPageToken"] = token
+        return result
+
+    def set_default(self, project: str, model: str, name: str) -> dict[str, Any]:
+        """Make a READY version the model's default.
+
+        Raises:
+            NotFound: no such version.
+            FailedPrecondition: the version is not READY.
+        """
+        self._require_ready(project, model, name)
+        self.registry.update_model(project, model, default_version=name, etag=new_etag())
+        return self.get_version(project, model, name)
+
+    def _require_ready(self, project: str, model: str, name: str) -> None:
+        record = self.registry.get_version(project, model, name)
+        if record.state != "READY":
+            raise FailedPrecondition(
+                f"Version {name} is {record.state}; only a READY version can be the default."
+            )
+
+    def check_deletable(self, project: str, model: str, name: str) -> VersionRecord:
+        """The version, when it may be deleted now.
+
+        Raises:
+            NotFound: no such version.
+            FailedPrecondition: it is still being created or deleted, or it is the default
+                version while other versions exist.
+        """
+        record = self.registry.get_version(project, model, name)
+        if record.state in ("CREATING", "DELETING", "UPDATING"):
+            raise FailedPrecondition(f"Version {name} is {record.state}; try again when it ends.")
+        default = self.registry.get_model(project, model).default_version
+        if default == name:
+            versions, _ = self.registry.list_versions(project, model, 2)
+            if len(versions) > 1:
+                raise FailedPrecondition(
+                    f"Version {name} is the default version of model {model}; set another "
+                    "default before deleting it, or delete the other versions first."
+                )
+        return record
+
+    def delete_version(self, record: VersionRecord) -> dict[str, Any]:
+        """Delete a version (the caller has drained its in-flight requests); returns a
+        finished DELETE_VERSION operation."""
+        self.registry.update_version(record.project, record.model, record.name, state="DELETING")
+        snapshot = version_resource(record, is_default=False)
+        self.registry.delete_version(record.project, record.model, record.name)
+        if record.artifact_uri:
+            _remove(record.artifact_uri)
+        return self._finished_operation(
+            record.project, "DELETE_VERSION", record.model, record.name, response={},
+            snapshot=snapshot,
+        )  # fmt: skip
+
+    def patch_version(
+        self, project: str, model: str, name: str, body: Mapping[str, Any], update_mask: str | None
+    ) -> dict[str, Any]:
+        """Update description, labels, scaling or request logging; returns a finished
+        UPDATE_VERSION operation.
+
+        Raises:
+            InvalidArgument: an unsupported mask path or bad values.
+            NotFound: no such version.
+        """
+        paths = _mask(update_mask, _VERSION_MASK, "Version")
+        record = self.registry.get_version(project, model, name)
+        spec = dict(record.spec)
+        for path in paths:
+            top, _, leaf = path.partition(".")
+            if top == "labels":
+                spec["labels"] = validate_labels(body.get("labels"), "Version")
+            elif leaf:
+                value = (body.get(top) or {}).get(leaf)
+                spec[top] = {**(spec.get(top) or {}), leaf: value}
+            else:
+                spec[top] = body.get(top)
+        self.registry.update_version(project, model, name, spec=spec, etag=new_etag())
+        return self._finished_operation(
+            project, "UPDATE_VERSION", model, name,
+            response=self.get_version(project, model, name),
+        )  # fmt: skip
+
+    # -- operations -----------------------------------------------------------------------
+    def get_operation(self, project: str, operation_id: str) -> dict[str, Any]:
+        """The operation.
+
+        Raises:
+            NotFound: no such operation.
+        """
+        return operation_resource(self.registry.get_operation(project, operation_id))
+
+    def list_operations(
+        self, project: str, page_size: int | None = None, page_token: str | None = None
+    ) -> dict[str, Any]:
+        """``{"operations": [...], "nextPageToken"}`` or ``{}``."""
+        records, token = self.registry.list_operations(project, _page_size(page_size), page_token)
+        result: dict[str, Any] = {}
+        if records:
+            result["operations"] = [operation_resource(r) for r in records]
+        if token:
+            result["nextPageToken"] = token
+        return result
+
+    def fail_interrupted(self) -> None:
+        """Versions left CREATING by a server process of this machine that no longer exists:
+        FAILED, with their operations."""
+        for operation in self.registry.pending_operations():
+            if operation.operation_type != "CREATE_VERSION" or operation.version is None:
+                continue
+            if not _owner_is_dead(operation.owner):
+                continue
+            try:
+                record = self.registry.get_version(
+                    operation.project, operation.model, operation.version
+                )
+            except NotFound:
+                continue
+            self._fail(record, operation, "The server creating this version stopped; "
+                       "create the version again.")  # fmt: skip
+
+    def _finished_operation(
+        self,
+        project: str,
+        operation_type: str,
+        model: str,
+        version: str | None,
+        *,
+        response: Mapping[str, Any],
+        snapshot: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        now = now_utc()
+        suffix = f"{model}_{version}" if version else model
+        verb = operation_type.split("_")[0].lower()
+        record = OperationRecord(
+            project=project,
+            operation_id=f"{verb}_{suffix}-{int(now.timestamp() * 1000)}",
+            operation_type=operation_type,
+            model=model,
+            version=version,
+            create_time=now,
+            start_time=now,
+            end_time=now,
+            done=True,
+            response=dict(response),
+            snapshot=snapshot,
+        )
+        self.registry.insert_operation(record)
+        return operation_resource(record)
+
+
+def _mask(update_mask: str | None, allowed: frozenset[str], owner: str) -> set[str]:
+    paths = {p.strip() for p in (update_mask or "").split(",") if p.strip()}
+    if not paths:
+        raise InvalidArgument("The 'updateMask' parameter is required.")
+    unsupported = sorted(paths - allowed)
+    if unsupported:
+        raise InvalidArgument(
+            f"The 'updateMask' path {unsupported[0]!r} cannot be updated on a {owner}; "
+            f"supported: {', '.join(sorted(allowed))}."
+        )
+    return paths
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    host, _, pid = (owner or "").partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _remove(uri: str) -> None:
+    import contextlib
+
+    from mlengine.store._artifacts import filesystem_for
+
+    fs, path = filesystem_for(uri)
+    with contextlib.suppress(OSError):
+        fs.rm(path, recursive=True)

@@ -1,0 +1,181 @@
+"""Online prediction: resolves a model or version name to a loaded predictor and answers
+``{"instances": [...]}`` with ``{"predictions": [...]}`` through the version's micro-batcher.
+
+Also runs the background part of version creation (copy, load, smoke prediction) and drains a
+version's in-flight requests before it is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+
+from mlengine.config import Settings
+from mlengine.errors import FailedPrecondition, InvalidArgument, PayloadTooLarge
+from mlengine.models import ModelService
+from mlengine.prediction._loaded import LoadedVersions
+from mlengine.prediction.predictors import Predictor, decode_b64, load_predictor
+from mlengine.store import OperationRecord, VersionRecord
+
+__all__ = ["PredictionService"]
+
+logger = logging.getLogger("mlengine.prediction")
+
+VersionKey = tuple[str, str, str]
+_RESOLVE_TTL_S = 1.0
+_B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM"})
+
+
+class PredictionService:
+    """Loaded versions of every model, bounded by `settings.loaded_versions` (LRU)."""
+
+    def __init__(self, models: ModelService, settings: Settings) -> None:
+        self.models = models
+        self.settings = settings
+        self.loaded = LoadedVersions(
+            self._load, capacity=settings.loaded_versions, batcher_options=self._batcher_options
+        )
+        self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionRecord]] = {}
+        self._building: set[asyncio.Task[None]] = set()
+
+    # -- loading --------------------------------------------------------------------------
+    def _load(self, key: Any) -> Predictor:
+        project, model, version = key
+        record = self.models.registry.get_version(project, model, version)
+        local = self.models.local_dir(record)
+        return load_predictor(local, record.spec.get("framework"))
+
+    def _batcher_options(self, key: Any) -> Mapping[str, Any]:
+        record = self.models.registry.get_version(*key)
+        labels = record.spec.get("labels") or {}
+        size = labels.get("max_batch_size") or self.settings.max_batch_size
+        wait_ms = labels.get("max_batch_wait_ms") or self.settings.max_batch_wait_ms
+        return {"max_batch_size": int(size), "max_wait_s": float(wait_ms) / 1000.0}
+
+    def verify(self, record: VersionRecord, local_dir: Path) -> str:
+        """Load a new version and answer a smoke prediction; return its framework."""
+        predictor = load_predictor(local_dir, record.spec.get("framework"))
+        try:
+            examples = predictor.example_instances()
+            if examples:
+                outputs = predictor.predict(list(examples))
+                if len(outputs) != len(examples):
+                    raise InvalidArgument(
+                        f"The smoke prediction returned {len(outputs)} outputs for "
+                        f"{len(examples)} instances."
+                    )
+            return predictor.framework
+        finally:
+            predictor.close()
+
+    # -- versions -------------------------------------------------------------------------
+    async def create_version(
+        self, project: str, model: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Record the version and start building it in the background; return the
+        Operation."""
+        operation, record, op = await run_in_threadpool(
+            self.models.create_version, project, model, body
+        )
+        task = asyncio.create_task(self._build(record, op))
+        self._building.add(task)
+        task.add_done_callback(self._building.discard)
+        return operation
+
+    async def _build(self, record: VersionRecord, operation: OperationRecord) -> None:
+        try:
+            await run_in_threadpool(self.models.build, record, operation, self.verify)
+        except Exception:
+            logger.exception("building version %s/%s failed", record.model, record.name)
+        self.forget(record.project, record.model)
+
+    async def delete_version(self, project: str, model: str, version: str) -> dict[str, Any]:
+        """Drain the version's in-flight requests, then delete it."""
+        record = await run_in_threadpool(self.models.check_deletable, project, model, version)
+        self.forget(project, model)
+        await self.loaded.evict((project, model, version))
+        return await run_in_threadpool(self.models.delete_version, record)
+
+    def forget(self, project: str, model: str) -> None:
+        """Drop cached name resolutions of a model (its default or versions changed)."""
+        for key in [k for k in self._resolved if k[:2] == (project, model)]:
+            self._resolved.pop(key, None)
+
+    async def close(self) -> None:
+        """Finish background builds and drain every loaded version."""
+        for task in list(self._building):
+            await asyncio.wait({task}, timeout=30)
+        await self.loaded.close()
+
+    # -- prediction -----------------------------------------------------------------------
+    async def _resolve(self, project: str, model: str, version: str | None) -> VersionRecord:
+        key = (project, model, version)
+        cached = self._resolved.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await run_in_threadpool(self._lookup, project, model, version)
+        self._resolved[key] = (now + _RESOLVE_TTL_S, record)
+        return record
+
+    def _lookup(self, project: str, model: str, version: str | None) -> VersionRecord:
+        registry = self.models.registry
+        if version is None:
+            default = registry.get_model(project, model).default_version
+            if default is None:
+                raise FailedPrecondition(
+                    f"Model {model} has no default version: create a version first."
+                )
+            version = default
+        record = registry.get_version(project, model, version)
+        if record.state != "READY":
+            raise FailedPrecondition(
+                f"Version {version} of model {model} is {record.state}, not READY."
+                + (f" {record.error_message}" if record.error_message else "")
+            )
+        return record
+
+    async def predict(
+        self, project: str, model: str, version: str | None, raw: bytes
+    ) -> dict[str, Any]:
+        """Answer one ml v1 predict request body.
+
+        Raises:
+            PayloadTooLarge: the body exceeds `max_request_bytes`.
+            InvalidArgument: a malformed body or instances the model cannot take (the message
+                names the instance).
+            NotFound: no such model or version.
+            FailedPrecondition: the version is not READY or the model has no default.
+        """
+        if len(raw) > self.settings.max_request_bytes:
+            raise PayloadTooLarge(
+                f"The request body has {len(raw)} bytes; the limit is "
+                f"{self.settings.max_request_bytes} (max_request_bytes)."
+            )
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError as error:
+            raise InvalidArgument(f"The request body is not valid JSON: {error}.") from None
+        if not isinstance(body, dict):
+            raise InvalidArgument('The request body must be a JSON object {"instances": [...]}.')
+        instances = body.pop("instances", None)
+        if instances is None:
+            raise InvalidArgument("The request has no 'instances' field.")
+        if not isinstance(instances, list):
+            raise InvalidArgument("The 'instances' field must be a list.")
+        record = await self._resolve(project, model, version)
+        framework = str(record.spec.get("framework") or "")
+        if framework in _B64_FRAMEWORKS:
+            instances = decode_b64(instances)
+        if not instances:
+            return {"predictions": []}
+        entry = await self.loaded.get((project, model, record.name))
+        predictions = await entry.predict(instances, body)
+        return {"predictions": predictions}

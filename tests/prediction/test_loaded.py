@@ -1,0 +1,254 @@
+"""LoadedVersions: one load per key however many ask, LRU at capacity, failed loads, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from mlengine.errors import InvalidArgument, NotFound, Unavailable
+from mlengine.prediction._loaded import LoadedVersion, LoadedVersions
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakePredictor:
+    """AI Platform's predictor shape: ``predict(instances, **kwargs)`` and ``close()``."""
+
+    def __init__(self, key: Hashable, events: list[str]) -> None:
+        self.key = key
+        self.events = events
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls: list[tuple[list[Any], dict[str, Any]]] = []
+
+    def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
+        self.calls.append((list(instances), kwargs))
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        time.sleep(0.001)
+        suffix = "!" if kwargs.get("shout") else ""
+        return [f"{self.key}:{instance}{suffix}" for instance in instances]
+
+    def close(self) -> None:
+        self.events.append(f"close {self.key}")
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self.gate.clear()
+
+
+class Loader:
+    """Counts loads per key; keys in `failing` raise NotFound; `gates` hold a key's load."""
+
+    def __init__(self) -> None:
+        self.loads: dict[Hashable, int] = {}
+        self.events: list[str] = []
+        self.predictors: dict[Hashable, FakePredictor] = {}
+        self.failing: set[Hashable] = set()
+        self.gates: dict[Hashable, threading.Event] = {}
+        self.started: dict[Hashable, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, key: Hashable) -> FakePredictor:
+        with self.lock:
+            self.loads[key] = self.loads.get(key, 0) + 1
+            started = self.started.setdefault(key, threading.Event())
+        started.set()
+        missing = key in self.failing  # as the registry answers when the load starts
+        gate = self.gates.get(key)
+        if gate is not None:
+            assert gate.wait(60), "the test never opened the load gate"
+        if missing:
+            raise NotFound(f"Version {key} not found.")
+        predictor = FakePredictor(key, self.events)
+        self.predictors[key] = predictor
+        return predictor
+
+    def hold(self, key: Hashable) -> threading.Event:
+        self.gates[key] = threading.Event()
+        return self.gates[key]
+
+    async def wait_started(self, key: Hashable) -> None:
+        event = self.started.setdefault(key, threading.Event())
+        assert await asyncio.to_thread(event.wait, 60)
+
+
+@pytest.fixture
+def loader() -> Iterator[Loader]:
+    fake = Loader()
+    yield fake
+    for gate in fake.gates.values():
+        gate.set()
+    for predictor in fake.predictors.values():
+        predictor.gate.set()
+
+
+async def eventually(condition: Any, what: str) -> None:
+    for _ in range(20_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_concurrent_gets_of_one_key_load_it_once(loader: Loader) -> None:
+    versions = LoadedVersions(loader)
+    gate = loader.hold("a")
+    getters = [asyncio.create_task(versions.get("a")) for _ in range(20)]
+    await loader.wait_started("a")
+    gate.set()
+    entries = await asyncio.gather(*getters)
+    assert loader.loads == {"a": 1}
+    assert len({id(entry) for entry in entries}) == 1
+    entry = entries[0]
+    assert isinstance(entry, LoadedVersion) and entry.predictor is loader.predictors["a"]
+    assert await versions.get("a") is entry  # a hit loads nothing
+    assert loader.loads == {"a": 1}
+    assert await entry.predict(["x", "y"]) == ["a:x", "a:y"]
+    assert await entry.predict(["x"], {"shout": True}) == ["a:x!"]
+    assert loader.predictors["a"].calls[-1] == (["x"], {"shout": True})
+    await versions.close()
+
+
+async def test_the_least_recently_used_version_is_unloaded_at_capacity(loader: Loader) -> None:
+    versions = LoadedVersions(loader, capacity=2)
+    a = await versions.get("a")
+    b = await versions.get("b")
+    await versions.get("a")  # a is now more recent than b
+    predictor_b = loader.predictors["b"]
+    predictor_b.hold()
+    in_flight = asyncio.create_task(b.predict(["x"]))
+    await asyncio.to_thread(predictor_b.entered.wait, 60)
+
+    await versions.get("c")
+    assert versions.loaded_keys() == ["a", "c"]
+    assert b.closed and not a.closed
+    await asyncio.sleep(0.01)
+    assert "close b" not in loader.events  # still answering its in-flight request
+    predictor_b.gate.set()
+    assert await in_flight == ["b:x"]
+    await eventually(lambda: "close b" in loader.events, "b closed after draining")
+
+    again = await versions.get("b")  # an evicted version loads again on demand
+    assert again is not b and loader.loads["b"] == 2
+    assert versions.loaded_keys() == ["c", "b"]
+    await versions.close()
+    assert sorted(loader.events) == ["close a", "close b", "close b", "close c"]
+
+
+async def test_a_failed_load_raises_to_every_waiter_is_not_cached_and_spares_others(
+    loader: Loader,
+) -> None:
+    versions = LoadedVersions(loader)
+    good = await versions.get("good")
+    loader.failing.add("bad")
+    gate = loader.hold("bad")
+    waiters = [asyncio.create_task(versions.get("bad")) for _ in range(5)]
+    await loader.wait_started("bad")
+    # while "bad" is loading, a loaded version answers as usual
+    assert await (await versions.get("good")).predict(["x"]) == ["good:x"]
+    gate.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(result, NotFound) for result in results)
+    assert loader.loads["bad"] == 1
+    assert versions.loaded_keys() == ["good"]
+
+    loader.failing.discard("bad")
+    fixed = await versions.get("bad")  # the next get tries again
+    assert loader.loads["bad"] == 2
+    assert await fixed.predict(["y"]) == ["bad:y"]
+    assert await good.predict(["z"]) == ["good:z"]
+    await versions.close()
+
+
+async def test_evict_finishes_in_flight_requests_then_closes_the_predictor(
+    loader: Loader,
+) -> None:
+    versions = LoadedVersions(loader)
+    entry = await versions.get(("p", "m", "v1"))
+    predictor = loader.predictors[("p", "m", "v1")]
+    predictor.hold()
+    first = asyncio.create_task(entry.predict(["x"]))
+    await asyncio.to_thread(predictor.entered.wait, 60)
+    second = asyncio.create_task(entry.predict(["y"]))  # queued behind the first
+    await eventually(lambda: entry.batcher.queued_instances == 1, "second request queued")
+
+    evicting = asyncio.create_task(versions.evict(("p", "m", "v1")))
+    await eventually(lambda: entry.closed, "eviction started")
+    assert versions.loaded_keys() == []
+    assert not evicting.done() and loader.events == []
+    with pytest.raises(Unavailable):
+        await entry.predict(["too late"])
+    predictor.gate.set()
+    await evicting
+    assert (first.result(), second.result()) == (["('p', 'm', 'v1'):x"], ["('p', 'm', 'v1'):y"])
+    assert loader.events == ["close ('p', 'm', 'v1')"]
+    assert entry.batcher.name == "p/m/v1"
+
+    await versions.evict(("p", "m", "v1"))  # not loaded: nothing to do
+    await versions.close()
+
+
+async def test_evict_during_a_load_unloads_what_was_loaded(loader: Loader) -> None:
+    versions = LoadedVersions(loader)
+    gate = loader.hold("a")
+
+    async def request() -> list[Any]:
+        entry = await versions.get("a")
+        return await entry.predict(["x"])
+
+    in_flight = asyncio.create_task(request())
+    await loader.wait_started("a")
+    evicting = asyncio.create_task(versions.evict("a"))
+    loader.failing.add("a")  # deleted meanwhile: a reload fails
+    gate.set()
+    await evicting
+    assert versions.loaded_keys() == []
+    assert loader.events == ["close a"]
+    try:  # answered before the unload, or refused as deleted; never stuck, never Unavailable
+        assert await in_flight == ["a:x"]
+    except NotFound:
+        assert loader.loads["a"] == 2
+    await versions.close()
+
+
+async def test_batcher_options_come_per_key(loader: Loader) -> None:
+    seen: list[Hashable] = []
+
+    def options(key: Hashable) -> Mapping[str, Any]:
+        seen.append(key)
+        return {"max_batch_size": 3, "max_wait_s": 0.0}
+
+    versions = LoadedVersions(loader, batcher_options=options)
+    entry = await versions.get("a")
+    assert seen == ["a"] and entry.batcher.max_batch_size == 3
+    assert await entry.predict(["1", "2", "3", "4"]) == ["a:1", "a:2", "a:3", "a:4"]
+    assert [len(call[0]) for call in loader.predictors["a"].calls] == [3, 1]
+    await versions.close()
+
+
+async def test_close_unloads_everything_and_refuses_new_loads(loader: Loader) -> None:
+    versions = LoadedVersions(loader)
+    for key in "abc":
+        await versions.get(key)
+    await versions.close()
+    assert sorted(loader.events) == ["close a", "close b", "close c"]
+    assert versions.loaded_keys() == []
+    with pytest.raises(Unavailable):
+        await versions.get("a")
+
+
+def test_capacity_must_be_positive(loader: Loader) -> None:
+    with pytest.raises(InvalidArgument, match="The 'capacity' field of LoadedVersions"):
+        LoadedVersions(loader, capacity=0)
