@@ -230,7 +230,7 @@ def test_config_file_with_flags_winning(
                     "masterType": "n1-standard-4",
                     "workerType": "n1-standard-4",
                     "workerCount": 1,
-                    "args": ["--from-config"],
+                    "args": ["--from-config", "--sleep", "2"],
                     "region": "us-central1",
                 },
             }
@@ -253,7 +253,10 @@ def test_config_file_with_flags_winning(
     assert resource["labels"] == {"team": "ml", "owner": "b"}
     training = resource["trainingInput"]
     assert training["workerCount"] == "1" and training["scaleTier"] == "CUSTOM"
-    assert training["args"] == ["--from-config"] and training["region"] == "us-central1"
+    assert (
+        training["args"] == ["--from-config", "--sleep", "2"]
+        and training["region"] == "us-central1"
+    )
     done = wait_state(run_cli, "cli_config", {"SUCCEEDED", "FAILED"})
     assert done["state"] == "SUCCEEDED", done.get("errorMessage")
     assert (tmp_path / "out" / "worker-0.json").exists()

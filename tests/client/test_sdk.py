@@ -61,6 +61,7 @@ def test_distributed_job_and_packages(
         worker_count=2,
         parameter_server_machine_type="n1-standard-4",
         parameter_server_count=1,
+        args=["--sleep", "2"],  # every replica records itself before the master ends the job
     )
     job.wait(timeout=90)
     assert job.resource["state"] == "SUCCEEDED", job.error_message

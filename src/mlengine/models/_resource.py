@@ -136,11 +136,16 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise invalid_field("packageUris", "Version", "a list of URIs", packages)
         spec["packageUris"] = list(packages)
-    if spec.get("predictionClass") or spec.get("packageUris"):
-        raise InvalidArgument(
-            "The 'predictionClass' and 'packageUris' fields of Version (custom prediction "
-            "routines) are not supported by this mlengine version yet."
-        )
+    prediction_class = spec.get("predictionClass")
+    if prediction_class is not None:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", prediction_class):
+            raise invalid_field(
+                "predictionClass", "Version", "a dotted name module.Class", prediction_class
+            )
+        if spec.get("framework"):
+            raise InvalidArgument(
+                "The 'framework' field of Version must be unset with a predictionClass."
+            )
     spec["labels"] = validate_labels(body.get("labels"), "Version")
     return spec
 

@@ -19,10 +19,13 @@ from starlette.concurrency import run_in_threadpool
 
 from mlengine.config import Settings
 from mlengine.errors import FailedPrecondition, InvalidArgument, PayloadTooLarge
+from mlengine.jobs._environment import TrainerEnvironments
 from mlengine.models import ModelService
+from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
 from mlengine.prediction.predictors import Predictor, decode_b64, load_predictor
 from mlengine.store import OperationRecord, VersionRecord
+from mlengine.store._artifacts import fetch_file
 
 __all__ = ["PredictionService"]
 
@@ -30,7 +33,8 @@ logger = logging.getLogger("mlengine.prediction")
 
 VersionKey = tuple[str, str, str]
 _RESOLVE_TTL_S = 1.0
-_B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM"})
+_B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
+"""AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
 
 
 class PredictionService:
@@ -49,8 +53,33 @@ class PredictionService:
     def _load(self, key: Any) -> Predictor:
         project, model, version = key
         record = self.models.registry.get_version(project, model, version)
-        local = self.models.local_dir(record)
-        return load_predictor(local, record.spec.get("framework"))
+        return self._open(record, self.models.local_dir(record))
+
+    def _open(self, record: VersionRecord, local_dir: Path) -> Predictor:
+        """The version's predictor: in this process for the built-in frameworks, in a worker
+        with the version's packages installed when it brings code (`predictionClass`,
+        `packageUris`)."""
+        spec = record.spec
+        if not (spec.get("predictionClass") or spec.get("packageUris")):
+            return load_predictor(local_dir, spec.get("framework"))
+        packages = self._fetch_packages(record)
+        python = TrainerEnvironments(self.settings.home_path / "envs").ensure(packages)
+        return IsolatedPredictor.start(
+            str(python), local_dir, prediction_class=spec.get("predictionClass"),
+            framework=spec.get("framework"),
+        )  # fmt: skip
+
+    def _fetch_packages(self, record: VersionRecord) -> list[Path]:
+        directory = (
+            self.settings.home_path / "cache" / "packages" / record.project / record.model
+            / f"{record.name}-{record.create_time.timestamp():.0f}"
+        )  # fmt: skip
+        paths = []
+        for position, uri in enumerate(record.spec.get("packageUris") or []):
+            name = uri.rstrip("/").rsplit("/", 1)[-1]
+            target = directory / f"{position:03d}" / name
+            paths.append(target if target.exists() else fetch_file(uri, target))
+        return paths
 
     def _batcher_options(self, key: Any) -> Mapping[str, Any]:
         record = self.models.registry.get_version(*key)
@@ -61,7 +90,7 @@ class PredictionService:
 
     def verify(self, record: VersionRecord, local_dir: Path) -> str:
         """Load a new version and answer a smoke prediction; return its framework."""
-        predictor = load_predictor(local_dir, record.spec.get("framework"))
+        predictor = self._open(record, local_dir)
         try:
             examples = predictor.example_instances()
             if examples:
@@ -170,12 +199,40 @@ class PredictionService:
             raise InvalidArgument("The request has no 'instances' field.")
         if not isinstance(instances, list):
             raise InvalidArgument("The 'instances' field must be a list.")
+        predictions = await self.predict_instances(project, model, version, instances, body)
+        return {"predictions": predictions}
+
+    async def predict_instances(
+        self,
+        project: str,
+        model: str,
+        version: str | None,
+        instances: list[Any],
+        options: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """Predict already-parsed `instances` with the version (None: the model's default);
+        `options` are the extra request fields (``probabilities``, ``signature_name``). The
+        entry point of every protocol (ml v1, TF Serving, Open Inference Protocol).
+
+        Raises:
+            InvalidArgument: instances the model cannot take (the message names the instance).
+            NotFound: no such model or version.
+            FailedPrecondition: the version is not READY or the model has no default.
+        """
         record = await self._resolve(project, model, version)
         framework = str(record.spec.get("framework") or "")
         if framework in _B64_FRAMEWORKS:
             instances = decode_b64(instances)
         if not instances:
-            return {"predictions": []}
+            return []
         entry = await self.loaded.get((project, model, record.name))
-        predictions = await entry.predict(instances, body)
-        return {"predictions": predictions}
+        return await entry.predict(instances, dict(options or {}))
+
+    async def version_record(self, project: str, model: str, version: str | None) -> VersionRecord:
+        """The READY version a request would use (None: the model's default).
+
+        Raises:
+            NotFound: no such model or version.
+            FailedPrecondition: not READY, or no default version.
+        """
+        return await self._resolve(project, model, version)

@@ -1,0 +1,114 @@
+"""Versions whose code comes with them (a custom prediction class, or pickles of the trainer's
+own classes) run in a worker process with the version's packages installed in an isolated
+environment, so two versions never share (or break) each other's imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from mlengine.errors import OperationFailed
+from mlengine.prediction._worker import read_frame, write_frame
+from mlengine.prediction.predictors import ModelLoadError, PredictionError, Predictor
+
+__all__ = ["IsolatedPredictor"]
+
+
+class IsolatedPredictor(Predictor):
+    """A `Predictor` that forwards to a worker process (`mlengine.prediction._worker`).
+
+    Calls are serialised by a lock: the worker answers one request at a time (the batcher
+    already calls a version from one thread).
+    """
+
+    framework = "CUSTOM"
+
+    def __init__(self, process: subprocess.Popen[bytes], framework: str, model_dir: Path) -> None:
+        self._process = process
+        self._lock = threading.Lock()
+        self.framework = framework  # type: ignore[misc]
+        self.model_dir = model_dir
+        self._directory = model_dir
+
+    @classmethod
+    def from_path(cls, model_dir: str | os.PathLike[str]) -> IsolatedPredictor:
+        """Not used: isolated predictors start through `start`."""
+        raise TypeError("IsolatedPredictor starts with IsolatedPredictor.start(...)")
+
+    @classmethod
+    def start(
+        cls,
+        python: str,
+        model_dir: Path,
+        *,
+        prediction_class: str | None = None,
+        framework: str | None = None,
+    ) -> IsolatedPredictor:
+        """Start a worker with `python` (the version's environment) and wait until it loaded
+        the model.
+
+        Raises:
+            ModelLoadError: the worker could not load the model or class.
+        """
+        command = [python, "-m", "mlengine.prediction._worker", str(model_dir)]
+        if prediction_class:
+            command += ["--prediction-class", prediction_class]
+        if framework:
+            command += ["--framework", framework]
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=model_dir
+        )
+        assert process.stdout is not None
+        hello = read_frame(process.stdout)
+        if not isinstance(hello, dict) or "framework" not in hello:
+            process.kill()
+            process.wait()
+            reason = hello.get("error") if isinstance(hello, dict) else "the worker exited"
+            raise ModelLoadError(f"Could not load the model in {model_dir}: {reason}")
+        return cls(process, str(hello["framework"]), model_dir)
+
+    def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
+        """Forward to the worker.
+
+        Raises:
+            PredictionError: the predictor refused the instances or raised.
+            OperationFailed: the worker died.
+        """
+        with self._lock:
+            assert self._process.stdin is not None and self._process.stdout is not None
+            try:
+                write_frame(self._process.stdin, {"instances": instances, "options": kwargs})
+                reply = read_frame(self._process.stdout)
+            except (BrokenPipeError, OSError):
+                reply = None
+        if reply is None:
+            raise OperationFailed(
+                f"The prediction worker of {self.model_dir} stopped (exit status "
+                f"{self._process.poll()})."
+            )
+        if "error" in reply:
+            message = str(reply["error"])
+            if not message.startswith("Prediction failed"):
+                message = f"Prediction failed: {message}"
+            raise PredictionError(message, instance_index=reply.get("instance_index"))
+        return list(reply["predictions"])
+
+    def example_instances(self) -> list[Any] | None:
+        """Only ``input_example.json``: the worker's model is opaque to us."""
+        from mlengine.prediction.predictors import read_input_example
+
+        return read_input_example(self._directory)
+
+    def close(self) -> None:
+        """Stop the worker (closing its stdin ends its loop)."""
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            try:
+                self._process.stdin.close()
+                self._process.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait()

@@ -1,0 +1,134 @@
+"""Custom prediction classes and pickles of the trainer's own classes, served from their
+packages installed in an isolated environment (AI Platform's --prediction-class and
+--package-uris)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import mlengine
+from mlengine.config import Settings
+from mlengine.errors import OperationFailed
+from mlengine.jobs._packaging import build_package
+from tests.conftest import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+PREDICTOR = '''
+import os
+
+class ScalePredictor:
+    """Multiplies the sum of each instance by the number in scale.txt."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    @classmethod
+    def from_path(cls, model_dir):
+        with open(os.path.join(model_dir, "scale.txt")) as handle:
+            return cls(float(handle.read()))
+
+    def predict(self, instances, **kwargs):
+        if kwargs.get("echo_bytes"):
+            return [len(i["image_bytes"]) for i in instances]
+        offset = float(kwargs.get("offset", 0))
+        return [self.scale * sum(instance) + offset for instance in instances]
+'''
+
+TRANSFORMS = """
+from sklearn.base import BaseEstimator, TransformerMixin
+
+class AddOne(BaseEstimator, TransformerMixin):
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X + 1
+"""
+
+
+@pytest.fixture
+def client(server: ServerProcess, settings: Settings) -> Iterator[mlengine.Client]:
+    with mlengine.Client(settings=settings) as instance:
+        yield instance
+
+
+def _package(root: Path, name: str, module: str, source: str) -> Path:
+    package = root / "src" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / f"{module}.py").write_text(textwrap.dedent(source))
+    return build_package(package, root / "dist")
+
+
+def test_custom_prediction_class(
+    client: mlengine.Client, server: ServerProcess, tmp_path: Path
+) -> None:
+    sdist = _package(tmp_path / "p1", "scale_predictor", "predictor", PREDICTOR)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "scale.txt").write_text("2")
+    (model_dir / "input_example.json").write_text('{"instances": [[1, 2]]}')
+    client.models.create("custom")
+    version = client.versions.create(
+        "custom", "v1", model_dir,
+        config={"predictionClass": "scale_predictor.predictor.ScalePredictor",
+                "packageUris": [str(sdist)]},
+    )  # fmt: skip
+    assert version["state"] == "READY"
+    assert version["predictionClass"] == "scale_predictor.predictor.ScalePredictor"
+    assert client.predict("custom", [[1, 2], [3, 4]]) == [6.0, 14.0]
+    assert client.predict("custom", [[1, 2]], offset=1) == [7.0]  # extra fields are kwargs
+    payload = base64.b64encode(b"12345").decode()
+    answer = httpx.post(
+        f"{server.url}/v1/projects/default/models/custom:predict",
+        json={"instances": [{"image_bytes": {"b64": payload}}], "echo_bytes": True},
+    )
+    assert answer.json() == {"predictions": [5]}  # b64 decoded before the class sees it
+    # the class is not importable in the server's own process: it lives in the version's env
+    assert subprocess.run([sys.executable, "-c", "import scale_predictor"]).returncode != 0
+
+
+def test_sklearn_pipeline_with_trainer_classes_needs_its_package(
+    client: mlengine.Client, tmp_path: Path
+) -> None:
+    sdist = _package(tmp_path / "p2", "trainer_transforms", "transforms", TRANSFORMS)
+    script = textwrap.dedent(f"""
+        import sys, joblib
+        sys.path.insert(0, {str(tmp_path / "p2" / "src")!r})
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from trainer_transforms.transforms import AddOne
+        X, y = load_iris(return_X_y=True)
+        pipeline = make_pipeline(AddOne(), LogisticRegression(max_iter=500)).fit(X, y)
+        joblib.dump(pipeline, {str(tmp_path / "model" / "model.joblib")!r})
+        print(pipeline.predict(X[:3]).tolist())
+    """)
+    (tmp_path / "model").mkdir()
+    expected = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    client.models.create("pipe")
+    with pytest.raises(OperationFailed, match="trainer_transforms"):
+        client.versions.create("pipe", "v1", tmp_path / "model", framework="scikit-learn")
+    version = client.versions.create(
+        "pipe", "v2", tmp_path / "model", config={"packageUris": [str(sdist)]}
+    )
+    assert version["state"] == "READY" and version["framework"] == "SCIKIT_LEARN"
+    from sklearn.datasets import load_iris
+
+    rows = load_iris().data[:3].tolist()
+    assert str(client.predict("pipe", rows, version="v2")) == expected
+    assert np.allclose(
+        np.sum(client.predict("pipe", rows, version="v2", probabilities=True), axis=1), 1.0
+    )
