@@ -17,9 +17,12 @@ from mlengine.jobs import JobService, Scheduler
 from mlengine.models import ModelService
 from mlengine.prediction._serving import PredictionService
 from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
+from mlengine.server._metrics import install_metrics
 from mlengine.server._ml_v1_jobs import router as jobs_router
 from mlengine.server._ml_v1_models import router as models_router
 from mlengine.server._predict import router as predict_router
+from mlengine.server._tfserving import router as tfserving_router
+from mlengine.server._v2 import router as v2_router
 from mlengine.store import ArtifactStore, RegistryStore, get_store
 
 __all__ = ["create_app", "create_app_from_environment"]
@@ -51,9 +54,11 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         app.state.wake_scheduler = scheduler.wake if scheduler else (lambda: None)
         if scheduler is not None:
             scheduler.start()
+        app.state.ready = True  # /readyz
         try:
             yield
         finally:
+            app.state.ready = False
             await prediction.close()
             if scheduler is not None:
                 scheduler.stop()
@@ -69,6 +74,9 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
     app.include_router(jobs_router)
     app.include_router(models_router)
     app.include_router(predict_router)
+    app.include_router(tfserving_router)
+    app.include_router(v2_router)
+    install_metrics(app)  # /metrics and /readyz
 
     if settings.api_token:
         expected = f"Bearer {settings.api_token}"

@@ -1,0 +1,297 @@
+"""Prometheus metrics of online prediction (``GET /metrics``) and the readiness probe
+(``GET /readyz``).
+
+Every app keeps its metrics in a `CollectorRegistry` of its own, so that several apps in one
+process (tests) never share counters. Each predict route, whatever its protocol, calls
+`PredictionMetrics.observe` once per request; the labelled series it updates are cached per
+(model, version, protocol), so a request costs a dict lookup and three counter updates. The
+micro-batchers' own counters are read only when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from mlengine.errors import MLEngineError
+from mlengine.server._errors import JSONResponse
+
+if TYPE_CHECKING:
+    from mlengine.prediction._loaded import LoadedVersions
+    from mlengine.prediction._serving import PredictionService
+    from mlengine.store import MetadataStore
+
+__all__ = [
+    "PROTOCOL_ML_V1",
+    "PROTOCOL_TFSERVING",
+    "PROTOCOL_V2",
+    "PredictionMetrics",
+    "count_prediction",
+    "install_metrics",
+    "observe_prediction",
+    "readiness",
+    "router",
+]
+
+PROTOCOL_ML_V1 = "ml_v1"
+PROTOCOL_TFSERVING = "tfserving"
+PROTOCOL_V2 = "v2"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_INSTANCE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+router = APIRouter()
+
+
+class _Series:
+    """The labelled children of one (model, version, protocol), created once."""
+
+    __slots__ = ("errors", "instances", "labels", "latency", "requests")
+
+    def __init__(self, metrics: PredictionMetrics, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.latency = metrics.latency.labels(*labels)
+        self.errors = metrics.errors.labels(*labels)
+        self.instances = metrics.request_instances.labels(*labels)
+        self.requests: dict[int, Any] = {}
+
+
+class PredictionMetrics:
+    """The Prometheus metrics of one app, in a registry of its own.
+
+    Series (labels in braces):
+
+    - ``mlengine_prediction_requests_total{model,version,protocol,code}``: predict requests
+      answered, by HTTP status code.
+    - ``mlengine_prediction_latency_seconds{model,version,protocol}``: histogram of the time
+      from reading the request to the answer.
+    - ``mlengine_prediction_errors_total{model,version,protocol}``: requests answered with a
+      status >= 400.
+    - ``mlengine_prediction_request_instances{model,version,protocol}``: histogram of the
+      instances per successful request.
+    - ``mlengine_batcher_{requests,batches,instances,errors}_total{model,version}``: the
+      counters of each loaded version's micro-batcher (read at scrape time; they restart when
+      a version is loaded again). ``batches`` counts model calls, so
+      ``instances / batches`` is the mean batch size.
+    - ``mlengine_loaded_versions``: versions loaded now.
+
+    `version` is the version that answered (a request for a model's default is counted under
+    the default's name), or empty when none was resolved (unknown model). `protocol` is
+    ``ml_v1``, ``tfserving`` or ``v2``. `observe` is called from the event loop.
+
+    Args:
+        loaded_versions: returns the app's `LoadedVersions`, or None before it exists.
+    """
+
+    def __init__(self, loaded_versions: Callable[[], LoadedVersions | None] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        labels = ("model", "version", "protocol")
+        self.requests = Counter(
+            "mlengine_prediction_requests",
+            "Predict requests answered, by HTTP status code.",
+            (*labels, "code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mlengine_prediction_latency_seconds",
+            "Seconds from reading a predict request to its answer.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "mlengine_prediction_errors",
+            "Predict requests answered with an error (HTTP status >= 400).",
+            labels,
+            registry=self.registry,
+        )
+        self.request_instances = Histogram(
+            "mlengine_prediction_request_instances",
+            "Instances per successful predict request.",
+            labels,
+            buckets=_INSTANCE_BUCKETS,
+            registry=self.registry,
+        )
+        if loaded_versions is not None:
+            self.registry.register(_LoadedVersionsCollector(loaded_versions))
+        ProcessCollector(registry=self.registry)
+        self._series: dict[tuple[str, str, str], _Series] = {}
+
+    def observe(
+        self,
+        protocol: str,
+        model: str,
+        version: str,
+        code: int,
+        seconds: float,
+        instances: int = 0,
+    ) -> None:
+        """Count one answered predict request.
+
+        Args:
+            protocol: ``ml_v1``, ``tfserving`` or ``v2``.
+            model: the model name of the request.
+            version: the version that answered, or ``""`` when none was resolved.
+            code: the HTTP status of the answer.
+            seconds: how long the request took.
+            instances: the instances predicted (counted for successful requests only).
+        """
+        key = (model, version, protocol)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(self, key)
+        requests = series.requests.get(code)
+        if requests is None:
+            requests = series.requests[code] = self.requests.labels(*key, str(code))
+        requests.inc()
+        series.latency.observe(seconds)
+        if code >= 400:
+            series.errors.inc()
+        elif instances:
+            series.instances.observe(instances)
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the format the ``Accept`` header asks for (Prometheus text by
+        default, or OpenMetrics), and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class _LoadedVersionsCollector(Collector):
+    """Reads each loaded version's `BatcherStats` when Prometheus scrapes."""
+
+    def __init__(self, loaded_versions: Callable[[], LoadedVersions | None]) -> None:
+        self.loaded_versions = loaded_versions
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version"]
+        families = {
+            field: CounterMetricFamily(f"mlengine_batcher_{field}", help_text, labels=labels)
+            for field, help_text in (
+                ("requests", "Requests a loaded version's micro-batcher accepted."),
+                ("batches", "Model calls of a loaded version's micro-batcher."),
+                ("instances", "Instances a loaded version's micro-batcher accepted."),
+                ("errors", "Requests a loaded version's micro-batcher answered with an error."),
+            )
+        }
+        loaded = self.loaded_versions()
+        # LoadedVersions has no public read-only view of its entries, and `get` would touch
+        # the LRU order: read the mapping without reordering it.
+        entries = dict(getattr(loaded, "_entries", None) or {})
+        for key, entry in entries.items():
+            if not (isinstance(key, tuple) and len(key) == 3):
+                continue
+            stats = entry.batcher.stats
+            values = [str(key[1]), str(key[2])]
+            families["requests"].add_metric(values, stats.requests)
+            families["batches"].add_metric(values, stats.batches)
+            families["instances"].add_metric(values, stats.instances)
+            families["errors"].add_metric(values, stats.errors)
+        yield from families.values()
+        yield GaugeMetricFamily(
+            "mlengine_loaded_versions", "Model versions loaded for prediction.", len(entries)
+        )
+
+
+def install_metrics(app: FastAPI) -> PredictionMetrics:
+    """Give `app` its metrics (``app.state.metrics``) and the ``/metrics`` and ``/readyz``
+    routes.
+
+    Returns:
+        The app's `PredictionMetrics`.
+    """
+
+    def loaded_versions() -> LoadedVersions | None:
+        prediction = getattr(app.state, "prediction", None)
+        return None if prediction is None else prediction.loaded
+
+    metrics = PredictionMetrics(loaded_versions)
+    app.state.metrics = metrics
+    app.include_router(router)
+    return metrics
+
+
+def count_prediction(
+    request: Request,
+    protocol: str,
+    model: str,
+    version: str,
+    code: int,
+    started: float,
+    instances: int = 0,
+) -> None:
+    """Count a predict request that began at ``time.perf_counter()`` `started` and was
+    answered by `version` (``""`` when none was resolved) with HTTP status `code`."""
+    seconds = time.perf_counter() - started
+    metrics: PredictionMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe(protocol, model, version, code, seconds, instances)
+
+
+async def observe_prediction(
+    request: Request,
+    protocol: str,
+    project: str,
+    model: str,
+    version: str | None,
+    code: int,
+    started: float,
+    instances: int = 0,
+) -> None:
+    """`count_prediction` for a request that may name no version: one for a model's default
+    version (`version` None) is counted under the default's name, resolved through the
+    prediction service's cache; unknown models get ``""``."""
+    if version is None and code != 404:
+        prediction: PredictionService = request.app.state.prediction
+        try:
+            version = (await prediction.version_record(project, model, None)).name
+        except MLEngineError:
+            version = None
+    count_prediction(request, protocol, model, version or "", code, started, instances)
+
+
+def _ping(store: MetadataStore) -> None:
+    with store.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def readiness(request: Request) -> str | None:
+    """None when the app serves: its lifespan started and the metadata database answers a
+    trivial query; else why not."""
+    state = request.app.state
+    if not getattr(state, "ready", False):
+        return "The server is starting or shutting down."
+    try:
+        await run_in_threadpool(_ping, state.store)
+    except (MLEngineError, SQLAlchemyError, OSError) as error:
+        return f"The metadata database does not answer: {error}"
+    return None
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of the app (text format, or OpenMetrics when asked for)."""
+    app_metrics: PredictionMetrics = request.app.state.metrics
+    # rendered on the event loop: the loaded versions are only changed there
+    body, content_type = app_metrics.exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": content_type})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """200 ``{"status": "ready"}`` when the server serves, else 503 with the reason."""
+    reason = await readiness(request)
+    if reason is not None:
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready"})

@@ -1,0 +1,139 @@
+"""``/metrics`` (Prometheus) and ``/readyz``: in-process for the registry and the probe, and
+over a real server for the counts of every predict protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import joblib
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+
+import mlengine
+from mlengine.config import Settings
+from mlengine.server import create_app
+from mlengine.server._metrics import PredictionMetrics
+from tests.conftest import ServerProcess
+
+IRIS = load_iris()
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, by (name, labels)."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found: dict[Any, float], name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def test_each_metrics_object_has_its_own_registry() -> None:
+    first, second = PredictionMetrics(), PredictionMetrics()
+    first.observe("ml_v1", "m", "v1", 200, 0.01, instances=3)
+    first.observe("ml_v1", "m", "v1", 200, 0.02, instances=5)
+    first.observe("ml_v1", "m", "v1", 400, 0.001)
+    body, content_type = first.exposition()
+    assert content_type.startswith("text/plain")
+    found = samples(body.decode())
+    series = {"model": "m", "version": "v1", "protocol": "ml_v1"}
+    assert value(found, "mlengine_prediction_requests_total", **series, code="200") == 2
+    assert value(found, "mlengine_prediction_requests_total", **series, code="400") == 1
+    assert value(found, "mlengine_prediction_errors_total", **series) == 1
+    assert value(found, "mlengine_prediction_latency_seconds_count", **series) == 3
+    assert value(found, "mlengine_prediction_request_instances_count", **series) == 2
+    assert value(found, "mlengine_prediction_request_instances_sum", **series) == 8
+    assert "mlengine_prediction_requests_total{" not in second.exposition()[0].decode()
+    openmetrics, content_type = first.exposition("application/openmetrics-text")
+    assert content_type.startswith("application/openmetrics-text")
+    assert openmetrics.decode().rstrip().endswith("# EOF")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_readyz_follows_the_lifespan(settings: Settings) -> None:
+    app = create_app(settings, run_scheduler=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        starting = await client.get("/readyz")  # the lifespan has not started: not serving
+        assert starting.status_code == 503
+        assert starting.json()["status"] == "unavailable"
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        async with app.router.lifespan_context(app):
+            assert (await client.get("/readyz")).json() == {"status": "ready"}
+            assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert value(samples(metrics.text), "mlengine_loaded_versions") == 0
+        assert (await client.get("/readyz")).status_code == 503  # shut down
+
+
+@pytest.fixture
+def forest_dir(tmp_path: Path) -> Path:
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(IRIS.data, IRIS.target)
+    directory = tmp_path / "forest"
+    directory.mkdir()
+    joblib.dump(forest, directory / "model.joblib")
+    return directory
+
+
+@pytest.fixture
+def client(server: ServerProcess, settings: Settings) -> Iterator[mlengine.Client]:
+    with mlengine.Client(settings=settings) as instance:
+        yield instance
+
+
+@pytest.mark.integration
+def test_metrics_count_predictions_of_every_protocol(
+    client: mlengine.Client, server: ServerProcess, forest_dir: Path
+) -> None:
+    client.models.create("iris")
+    client.versions.create("iris", "v1", forest_dir)
+    rows = IRIS.data[:3].tolist()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.get("/readyz").json() == {"status": "ready"}
+        for _ in range(3):  # the default version: counted under its name
+            answer = http.post("/v1/projects/default/models/iris:predict", json={"instances": rows})
+            assert answer.status_code == 200
+        url = "/v1/projects/default/models/iris/versions/v1:predict"
+        bad = http.post(url, json={"instances": [[1, 2]]})
+        assert bad.status_code == 400
+        assert http.post("/v1/models/iris:predict", json={"instances": rows}).status_code == 200
+        infer = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": rows}]}
+        assert http.post("/v2/models/iris/infer", json=infer).status_code == 200
+        assert http.post("/v2/models/nope/infer", json=infer).status_code == 404
+        metrics = http.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    found = samples(metrics.text)
+    ml_v1 = {"model": "iris", "version": "v1", "protocol": "ml_v1"}
+    assert value(found, "mlengine_prediction_requests_total", **ml_v1, code="200") == 3
+    assert value(found, "mlengine_prediction_requests_total", **ml_v1, code="400") == 1
+    assert value(found, "mlengine_prediction_errors_total", **ml_v1) == 1
+    assert value(found, "mlengine_prediction_latency_seconds_count", **ml_v1) == 4
+    assert value(found, "mlengine_prediction_request_instances_sum", **ml_v1) == 9
+    for protocol in ("tfserving", "v2"):
+        series = {"model": "iris", "version": "v1", "protocol": protocol}
+        assert value(found, "mlengine_prediction_requests_total", **series, code="200") == 1
+        assert value(found, "mlengine_prediction_latency_seconds_count", **series) == 1
+    unknown = {"model": "nope", "version": "", "protocol": "v2"}
+    assert value(found, "mlengine_prediction_requests_total", **unknown, code="404") == 1
+    version = {"model": "iris", "version": "v1"}
+    assert value(found, "mlengine_batcher_requests_total", **version) == 6
+    assert value(found, "mlengine_batcher_instances_total", **version) == 3 * 3 + 1 + 3 + 3
+    assert value(found, "mlengine_batcher_errors_total", **version) == 1
+    batches = value(found, "mlengine_batcher_batches_total", **version)
+    assert batches is not None and batches >= 6
+    assert value(found, "mlengine_loaded_versions") == 1
