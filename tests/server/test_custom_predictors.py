@@ -5,10 +5,11 @@ packages installed in an isolated environment (AI Platform's --prediction-class 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -96,6 +97,30 @@ def test_custom_prediction_class(
     assert answer.json() == {"predictions": [5]}  # b64 decoded before the class sees it
     # the class is not importable in the server's own process: it lives in the version's env
     assert subprocess.run([sys.executable, "-c", "import scale_predictor"]).returncode != 0
+
+
+def test_custom_prediction_class_from_the_cli(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    server: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    sdist = _package(tmp_path / "p3", "scale_predictor", "predictor", PREDICTOR)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "scale.txt").write_text("3")
+    assert run_cli("models", "create", "cli_custom").returncode == 0
+    created = run_cli(
+        "versions", "create", "v1", "--model", "cli_custom", "--origin", str(model_dir),
+        "--prediction-class", "scale_predictor.predictor.ScalePredictor",
+        "--package-uris", str(sdist), "--format", "json",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["packageUris"][0].startswith(("/", "file:"))
+    request = tmp_path / "request.json"
+    request.write_text('{"instances": [[1, 1]]}')
+    predicted = run_cli("predict", "--model", "cli_custom", "--json-request", str(request),
+                        "--format", "json")  # fmt: skip
+    assert json.loads(predicted.stdout) == {"predictions": [6.0]}
 
 
 def test_sklearn_pipeline_with_trainer_classes_needs_its_package(

@@ -112,6 +112,12 @@ def create_version(
         None, help="k=v,k2=v2 (max_batch_size, max_batch_wait_ms tune batching)"
     ),
     config: Path = typer.Option(None, help="Version YAML; flags override it."),
+    prediction_class: str = typer.Option(
+        None, help="module.Class with from_path(model_dir) and predict(instances, **kwargs)."
+    ),
+    package_uris: str = typer.Option(
+        None, help="Comma-separated sdists/wheels (paths are uploaded) for the version's code."
+    ),
     async_: bool = typer.Option(False, "--async", help="Return the operation at once."),
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
@@ -129,7 +135,15 @@ def create_version(
     origin = origin or body.pop("deploymentUri", None)
     if not origin:
         raise InvalidArgument("Give --origin DIR (or deploymentUri in --config).")
+    if prediction_class:
+        body["predictionClass"] = prediction_class
     with _client(ctx, project) as client:
+        if package_uris:
+            body["packageUris"] = [
+                uri if "://" in uri else client.jobs.stage_package(Path(uri))
+                for uri in package_uris.split(",")
+                if uri
+            ]
         if not async_:
             err.print(f"Creating version [{version}] of model [{model}] (this may take a while)...")
         resource = client.versions.create(

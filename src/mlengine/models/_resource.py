@@ -156,7 +156,7 @@ def version_resource(record: VersionRecord, is_default: bool) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "name": f"projects/{record.project}/models/{record.model}/versions/{record.name}",
     }
-    for field in (*_VERSION_STRINGS, "framework", *_VERSION_OBJECTS):
+    for field in (*_VERSION_STRINGS, "framework", "packageUris", *_VERSION_OBJECTS):
         if spec.get(field):
             resource[field] = spec[field]
     if spec.get("labels"):
