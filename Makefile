@@ -45,6 +45,7 @@ test: install-test postgres lint
 bench: install
 	$(PY) benchmarks/jobs_overhead.py
 	$(PY) benchmarks/jobs_overhead.py --trainer-seconds 1 --repeat 3
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

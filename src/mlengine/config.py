@@ -93,7 +93,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_batch_size",
         "MLENGINE_MAX_BATCH_SIZE",
         "Instances merged into one model call (per version: label max_batch_size)",
-        lambda _: 64,
+        lambda _: 1024,
         _positive_int,
     ),
     Setting(

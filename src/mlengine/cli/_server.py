@@ -65,6 +65,9 @@ def run(
     port: int = typer.Option(None, help="Port (default: the port of MLENGINE_API_URL)."),
     workers: int = typer.Option(1, min=1, help="Server processes; they share one scheduler."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    access_log: bool = typer.Option(
+        False, "--access-log/--no-access-log", help="Log every request (costs ~0.1 ms each)."
+    ),
 ) -> None:
     """Run the server in the foreground."""
     import uvicorn
@@ -89,4 +92,5 @@ def run(
         workers=workers,
         log_level=log_level,
         timeout_graceful_shutdown=10,
+        access_log=access_log,
     )

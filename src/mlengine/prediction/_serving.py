@@ -47,6 +47,7 @@ class PredictionService:
             self._load, capacity=settings.loaded_versions, batcher_options=self._batcher_options
         )
         self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionRecord]] = {}
+        self._resolving: dict[tuple[str, str, str | None], asyncio.Future[VersionRecord]] = {}
         self._building: set[asyncio.Task[None]] = set()
 
     # -- loading --------------------------------------------------------------------------
@@ -150,9 +151,28 @@ class PredictionService:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
+        # One lookup per key at a time: when the cached answer expires under load, the
+        # requests that arrive meanwhile wait for the same lookup instead of each running one.
+        pending = self._resolving.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup_and_cache(project, model, version))
+            self._resolving[key] = pending
+            pending.add_done_callback(lambda done: self._lookup_done(key, done))
+        return await asyncio.shield(pending)
+
+    async def _lookup_and_cache(
+        self, project: str, model: str, version: str | None
+    ) -> VersionRecord:
         record = await run_in_threadpool(self._lookup, project, model, version)
-        self._resolved[key] = (now + _RESOLVE_TTL_S, record)
+        self._resolved[(project, model, version)] = (time.monotonic() + _RESOLVE_TTL_S, record)
         return record
+
+    def _lookup_done(
+        self, key: tuple[str, str, str | None], done: asyncio.Future[VersionRecord]
+    ) -> None:
+        self._resolving.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: waiters may all have gone
 
     def _lookup(self, project: str, model: str, version: str | None) -> VersionRecord:
         registry = self.models.registry
