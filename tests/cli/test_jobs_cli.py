@@ -328,6 +328,9 @@ def test_local_train_runs_in_the_foreground(
         "1",
         "--parameter-server-count",
         "0",
+        "--",
+        "--sleep",
+        "1",  # the worker speaks before the master's exit ends the run
     )
     assert distributed.returncode == 0, distributed.stderr
     assert "worker-replica-0: " in distributed.stdout
