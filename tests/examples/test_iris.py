@@ -79,14 +79,14 @@ def _hypertune_lines(tmp_path: Path) -> list[dict[str, str]]:
 
 
 def _exported_predict(path: Path, rows: np.ndarray) -> np.ndarray:
-    torch = pytest.importorskip("torch")
+    import torch
+
     module = torch.export.load(str(path)).module()
     with torch.no_grad():
         return module(torch.from_numpy(np.ascontiguousarray(rows))).numpy()
 
 
 def test_task_trains_exports_and_reports(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     job_dir = tmp_path / "job"
     proc = _run("trainer.task", ["--epochs", "20", "--job-dir", str(job_dir)], _env(tmp_path))
 
@@ -121,7 +121,6 @@ def test_task_trains_exports_and_reports(tmp_path: Path) -> None:
 
 
 def test_task_uses_trial_dir_and_aip_model_dir(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     job_dir, aip_dir = tmp_path / "job", tmp_path / "aip-model"
     tf_config = {"cluster": {}, "task": {"type": "master", "index": 0, "trial": "7"}}
     env = _env(tmp_path, TF_CONFIG=json.dumps(tf_config), AIP_MODEL_DIR=str(aip_dir))
@@ -137,7 +136,8 @@ def test_task_uses_trial_dir_and_aip_model_dir(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model", ["logreg", "forest"])
 def test_sklearn_task_saves_a_pipeline(tmp_path: Path, model: str) -> None:
-    joblib = pytest.importorskip("joblib")
+    import joblib
+
     job_dir = tmp_path / "job"
     args = ["--model", model, "--n-estimators", "25", "--seed", "1", "--job-dir", str(job_dir)]
     _run("trainer.sklearn_task", args, _env(tmp_path))
@@ -155,7 +155,6 @@ def test_sklearn_task_saves_a_pipeline(tmp_path: Path, model: str) -> None:
 
 
 def test_ddp_task_without_rank_exits_cleanly(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     tf_config = {"cluster": {}, "task": {"type": "ps", "index": 0}}
     proc = _run(
         "trainer.ddp_task",
@@ -175,7 +174,6 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ddp_task_averages_gradients_across_two_processes(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
     job_dir = tmp_path / "job"
     port = str(_free_port())
     procs: list[tuple[subprocess.Popen[str], Path]] = []
