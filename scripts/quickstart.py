@@ -25,7 +25,7 @@ def mlengine(*args: str) -> None:
 
 
 def main() -> None:
-    """Submit, follow and describe one training job, then show the exported model."""
+    """Train the iris example as a job, then deploy its model as a version and predict."""
     settings = Settings.load()
     job_id = time.strftime("iris_%Y%m%d_%H%M%S")
     job_dir = settings.home_path / "quickstart" / job_id
@@ -54,6 +54,11 @@ def main() -> None:
     for path in sorted((job_dir / "model").iterdir()):
         print(f"  {path.name}")
     print(f"Test accuracy: {metrics['accuracy']:.3f}")
+    instances = job_dir / "instances.json"
+    instances.write_text("[5.1, 3.5, 1.4, 0.2]\n[6.7, 3.0, 5.2, 2.3]\n")
+    mlengine("models", "create", job_id, "--labels", "example=iris")
+    mlengine("versions", "create", "v1", "--model", job_id, "--origin", str(job_dir / "model"))
+    mlengine("predict", "--model", job_id, "--json-instances", str(instances))
     print("\nThe server keeps running in the background; stop it with: mlengine server stop")
 
 

@@ -52,7 +52,9 @@ class OperationsAPI:
             current = self.get(current["name"])
         if current.get("error"):
             raise OperationFailed(str(current["error"].get("message", current["error"])))
-        return dict(current.get("response") or {})
+        response = dict(current.get("response") or {})
+        response.pop("@type", None)  # the wire's type tag, not a field of the resource
+        return response
 
 
 class ModelsAPI:
