@@ -111,7 +111,7 @@ def request(name: str, size: int) -> list[str]:
 
 
 async def test_a_lone_request_is_one_call_of_its_size(model: FakeModel) -> None:
-    batcher = MicroBatcher(model, name="p/m/v1")
+    batcher = MicroBatcher(model, inline_below_s=0, name="p/m/v1")
     assert await batcher.predict(request("a", 5)) == [f"a-{i}" for i in range(5)]
     assert model.sizes == [5]
     assert batcher.stats == BatcherStats(requests=1, batches=1, instances=5, errors=0)
@@ -121,7 +121,7 @@ async def test_a_lone_request_is_one_call_of_its_size(model: FakeModel) -> None:
 async def test_requests_queued_while_the_model_is_busy_form_the_next_batch(
     model: FakeModel,
 ) -> None:
-    batcher = MicroBatcher(model, max_batch_size=64)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=64)
     blocker = await start_busy(batcher, model)
     tasks = [asyncio.create_task(batcher.predict([f"r{i}"])) for i in range(50)]
     await eventually(lambda: batcher.queued_instances == 50, "50 instances queued")
@@ -138,7 +138,7 @@ async def test_requests_queued_while_the_model_is_busy_form_the_next_batch(
 async def test_many_concurrent_callers_are_merged_and_each_gets_its_own_outputs(
     model: FakeModel,
 ) -> None:
-    batcher = MicroBatcher(model, max_batch_size=16)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=16)
 
     async def caller(number: int) -> None:
         for round_ in range(5):
@@ -155,7 +155,7 @@ async def test_many_concurrent_callers_are_merged_and_each_gets_its_own_outputs(
 async def test_max_batch_size_counts_instances_and_never_splits_a_request_that_fits(
     model: FakeModel,
 ) -> None:
-    batcher = MicroBatcher(model, max_batch_size=8)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=8)
     blocker = await start_busy(batcher, model)
     tasks = [asyncio.create_task(batcher.predict(request(f"r{i}", 3))) for i in range(10)]
     await eventually(lambda: batcher.queued_instances == 30, "30 instances queued")
@@ -171,7 +171,7 @@ async def test_max_batch_size_counts_instances_and_never_splits_a_request_that_f
 async def test_a_request_larger_than_the_batch_is_split_in_order_and_reassembled(
     model: FakeModel,
 ) -> None:
-    batcher = MicroBatcher(model, max_batch_size=8)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=8)
     assert await batcher.predict(request("big", 20)) == request("big", 20)
     assert model.sizes == [8, 8, 4]
     assert [instance for call in model.calls for instance in call] == request("big", 20)
@@ -190,7 +190,7 @@ async def test_a_request_larger_than_the_batch_is_split_in_order_and_reassembled
 
 
 async def test_requests_with_different_options_are_never_merged(model: FakeModel) -> None:
-    batcher = MicroBatcher(model, max_batch_size=64)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=64)
     blocker = await start_busy(batcher, model)
     options: list[dict[str, Any]] = [{"tag": "+p"} if i % 2 else {} for i in range(20)]
     tasks = [
@@ -207,7 +207,7 @@ async def test_requests_with_different_options_are_never_merged(model: FakeModel
 
 
 async def test_equal_options_in_any_key_order_are_merged(model: FakeModel) -> None:
-    batcher = MicroBatcher(model)
+    batcher = MicroBatcher(model, inline_below_s=0)
     blocker = await start_busy(batcher, model)
     first = asyncio.create_task(batcher.predict(["a"], {"tag": "!", "k": 1}))
     second = asyncio.create_task(batcher.predict(["b"], {"k": 1, "tag": "!"}))
@@ -224,7 +224,7 @@ async def test_one_bad_request_in_a_merged_batch_fails_alone(
     model: FakeModel, how_to_fail: str
 ) -> None:
     model.how_to_fail = how_to_fail
-    batcher = MicroBatcher(model, max_batch_size=64)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=64)
     blocker = await start_busy(batcher, model)
     requests = [request(f"r{i}", 4) for i in range(5)]
     requests[2][1] = "bad-one"  # instance 9 of the merged batch, instance 1 of its request
@@ -258,7 +258,7 @@ async def test_an_error_in_a_split_request_names_the_index_within_the_request(
     model: FakeModel, how_to_fail: str
 ) -> None:
     model.how_to_fail = how_to_fail
-    batcher = MicroBatcher(model, max_batch_size=8)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=8)
     instances = request("big", 20)
     instances[13] = "bad-13"  # instance 5 of the second chunk
     with pytest.raises(InvalidArgument, match=r"^instance 13: bad-13 is malformed$") as caught:
@@ -271,7 +271,7 @@ async def test_an_error_in_a_split_request_names_the_index_within_the_request(
 
 
 async def test_a_lone_failing_request_gets_the_models_own_error(model: FakeModel) -> None:
-    batcher = MicroBatcher(model)
+    batcher = MicroBatcher(model, inline_below_s=0)
     with pytest.raises(BadInstance, match="instance 0: bad is malformed"):
         await batcher.predict(["bad"])
     assert model.sizes == [1]
@@ -283,7 +283,7 @@ async def test_a_lone_failing_request_gets_the_models_own_error(model: FakeModel
 async def test_a_wrong_number_of_outputs_fails_the_batch_clearly(
     model: FakeModel, returns: str
 ) -> None:
-    batcher = MicroBatcher(model, name="p/m/v1")
+    batcher = MicroBatcher(model, inline_below_s=0, name="p/m/v1")
     blocker = await start_busy(batcher, model)
     tasks = [asyncio.create_task(batcher.predict(request(f"r{i}", 2))) for i in range(3)]
     await eventually(lambda: batcher.queued_instances == 6, "6 instances queued")
@@ -306,7 +306,7 @@ async def test_a_wrong_number_of_outputs_fails_the_batch_clearly(
 
 
 async def test_cancelled_callers_are_dropped_and_the_loop_goes_on(model: FakeModel) -> None:
-    batcher = MicroBatcher(model)
+    batcher = MicroBatcher(model, inline_below_s=0)
     blocker = await start_busy(batcher, model)
     tasks = [asyncio.create_task(batcher.predict(request(f"r{i}", 2))) for i in range(5)]
     await eventually(lambda: batcher.queued_instances == 10, "10 instances queued")
@@ -337,7 +337,7 @@ async def test_cancelled_callers_are_dropped_and_the_loop_goes_on(model: FakeMod
 async def test_close_answers_queued_and_in_flight_requests_then_refuses(
     model: FakeModel,
 ) -> None:
-    batcher = MicroBatcher(model, max_batch_size=4, name="p/m/v1")
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=4, name="p/m/v1")
     blocker = await start_busy(batcher, model)
     tasks = [asyncio.create_task(batcher.predict(request(f"r{i}", 3))) for i in range(4)]
     await eventually(lambda: batcher.queued_instances == 12, "12 instances queued")
@@ -357,7 +357,7 @@ async def test_close_answers_queued_and_in_flight_requests_then_refuses(
 
 
 async def test_max_wait_waits_for_a_fuller_batch_only_until_it_is_full(model: FakeModel) -> None:
-    batcher = MicroBatcher(model, max_batch_size=4, max_wait_s=60.0)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=4, max_wait_s=60.0)
     first = asyncio.create_task(batcher.predict(request("a", 2)))
     await eventually(lambda: batcher.queued_instances == 2, "first request queued")
     for _ in range(5):
@@ -378,7 +378,7 @@ async def test_max_wait_waits_for_a_fuller_batch_only_until_it_is_full(model: Fa
 async def test_with_max_wait_a_lone_request_is_predicted_once_the_wait_is_over(
     model: FakeModel,
 ) -> None:
-    batcher = MicroBatcher(model, max_batch_size=64, max_wait_s=0.05)
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=64, max_wait_s=0.05)
     assert await batcher.predict(["a"]) == ["a"]
     assert model.sizes == [1]
     await batcher.close()
@@ -408,12 +408,18 @@ async def test_a_shut_down_executor_fails_the_batch_and_the_loop_goes_on(
     await batcher.close()
 
 
+@pytest.mark.parametrize("inline_below_s", [0.0, 60.0], ids=["on-thread", "on-loop"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-async def test_random_traffic_keeps_every_promise(seed: int) -> None:
+async def test_random_traffic_keeps_every_promise(seed: int, inline_below_s: float) -> None:
     """Random sizes, options, bad instances and cancellations; print the seed to replay."""
     rng = random.Random(seed)
     model = FakeModel(cost_s=0.0, how_to_fail=rng.choice(["attribute", "message", "plain"]))
-    batcher = MicroBatcher(model, max_batch_size=rng.choice([1, 4, 16]), max_wait_s=0.0)
+    batcher = MicroBatcher(
+        model,
+        inline_below_s=inline_below_s,
+        max_batch_size=rng.choice([1, 4, 16]),
+        max_wait_s=0.0,
+    )
     expected: dict[int, tuple[list[str], str, int | None]] = {}
     tasks: dict[int, asyncio.Task[list[Any]]] = {}
     for number in range(200):
@@ -446,8 +452,38 @@ async def test_random_traffic_keeps_every_promise(seed: int) -> None:
     await batcher.close()
 
 
+async def test_short_model_calls_run_on_the_loop_after_the_first() -> None:
+    model = FakeModel(cost_s=0.0)
+    batcher = MicroBatcher(model, max_batch_size=8, inline_below_s=60.0)
+    assert await batcher.predict(["a"]) == ["a"]  # the first call measures, on the thread
+    results = await asyncio.gather(*(batcher.predict(request(f"r{n}", 3)) for n in range(20)))
+    assert results == [request(f"r{n}", 3) for n in range(20)]
+    assert model.threads == {"mlengine-predict-_0", threading.current_thread().name}
+    assert max(model.sizes) <= 8 and len(model.calls) < 21  # still merged
+    await batcher.close()
+
+
+async def test_slow_model_calls_stay_on_the_thread() -> None:
+    model = FakeModel(cost_s=0.02)
+    batcher = MicroBatcher(model, inline_below_s=0.005)
+    for n in range(3):
+        assert await batcher.predict([f"x{n}"]) == [f"x{n}"]
+    assert threading.current_thread().name not in model.threads
+    await batcher.close()
+
+
+async def test_a_given_executor_gets_every_call() -> None:
+    model = FakeModel(cost_s=0.0)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="given") as executor:
+        batcher = MicroBatcher(model, executor=executor, inline_below_s=60.0)
+        for n in range(3):
+            assert await batcher.predict([f"x{n}"]) == [f"x{n}"]
+        assert model.threads == {"given_0"}
+        await batcher.close()
+
+
 async def test_an_empty_request_needs_no_model_call(model: FakeModel) -> None:
-    batcher = MicroBatcher(model)
+    batcher = MicroBatcher(model, inline_below_s=0)
     assert await batcher.predict([]) == []
     assert model.calls == []
     await batcher.close()

@@ -20,7 +20,7 @@ from mlengine.server._errors import JSONResponse, error_response, install_error_
 from mlengine.server._metrics import install_metrics
 from mlengine.server._ml_v1_jobs import router as jobs_router
 from mlengine.server._ml_v1_models import router as models_router
-from mlengine.server._predict import PredictFastPath
+from mlengine.server._predict import PredictingApp
 from mlengine.server._predict import router as predict_router
 from mlengine.server._tfserving import router as tfserving_router
 from mlengine.server._v2 import router as v2_router
@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
             if scheduler is not None:
                 scheduler.stop()
 
-    app = FastAPI(
+    app = PredictingApp(
+        api_token=settings.api_token,
         title="mlengine",
         version=mlengine.__version__,
         lifespan=lifespan,
@@ -89,9 +90,6 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
                 return error_response(401, "Missing or wrong bearer token (MLENGINE_API_TOKEN).")
             response: Response = await call_next(request)
             return response
-
-    # Added last, so it runs first (before the token check, which it repeats itself).
-    app.add_middleware(PredictFastPath, token=settings.api_token)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:

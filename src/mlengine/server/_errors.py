@@ -39,16 +39,24 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def error_response(code: int, message: str, status: str | None = None) -> JSONResponse:
-    """The Google error envelope."""
-    body = {
+def _envelope(code: int, message: str, status: str | None) -> dict[str, Any]:
+    return {
         "error": {
             "code": code,
             "message": message,
             "status": status or _STATUS_NAMES.get(code, "UNKNOWN"),
         }
     }
-    return JSONResponse(body, status_code=code)
+
+
+def error_response(code: int, message: str, status: str | None = None) -> JSONResponse:
+    """The Google error envelope."""
+    return JSONResponse(_envelope(code, message, status), status_code=code)
+
+
+def error_body(code: int, message: str, status: str | None = None) -> bytes:
+    """The Google error envelope, rendered."""
+    return orjson.dumps(_envelope(code, message, status))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 from starlette.responses import Response
 
 from mlengine.errors import MLEngineError
@@ -39,7 +40,7 @@ __all__ = [
     "PredictionMetrics",
     "count_prediction",
     "install_metrics",
-    "observe_prediction",
+    "observe_prediction_in",
     "readiness",
     "router",
 ]
@@ -233,14 +234,26 @@ def count_prediction(
 ) -> None:
     """Count a predict request that began at ``time.perf_counter()`` `started` and was
     answered by `version` (``""`` when none was resolved) with HTTP status `code`."""
+    _count_in(request.app.state, protocol, model, version, code, started, instances)
+
+
+def _count_in(
+    state: State,
+    protocol: str,
+    model: str,
+    version: str,
+    code: int,
+    started: float,
+    instances: int,
+) -> None:
     seconds = time.perf_counter() - started
-    metrics: PredictionMetrics | None = getattr(request.app.state, "metrics", None)
+    metrics: PredictionMetrics | None = getattr(state, "metrics", None)
     if metrics is not None:
         metrics.observe(protocol, model, version, code, seconds, instances)
 
 
-async def observe_prediction(
-    request: Request,
+async def observe_prediction_in(
+    state: State,
     protocol: str,
     project: str,
     model: str,
@@ -249,16 +262,17 @@ async def observe_prediction(
     started: float,
     instances: int = 0,
 ) -> None:
-    """`count_prediction` for a request that may name no version: one for a model's default
-    version (`version` None) is counted under the default's name, resolved through the
-    prediction service's cache; unknown models get ``""``."""
+    """`count_prediction` in the app whose state is `state`, for a request that may name no
+    version: one for a model's default version (`version` None) is counted under the
+    default's name, resolved through the prediction service's cache; unknown models get
+    ``""``."""
     if version is None and code != 404:
-        prediction: PredictionService = request.app.state.prediction
+        prediction: PredictionService = state.prediction
         try:
             version = (await prediction.version_record(project, model, None)).name
         except MLEngineError:
             version = None
-    count_prediction(request, protocol, model, version or "", code, started, instances)
+    _count_in(state, protocol, model, version or "", code, started, instances)
 
 
 def _ping(store: MetadataStore) -> None:

@@ -2,6 +2,10 @@
 
 Failures answer as AI Platform does: HTTP 400 with ``{"error": "Prediction failed: ..."}`` (a
 string), except unknown models or versions: 404 with the Google envelope.
+
+The routes below are the documented surface (OpenAPI) and the fallback; requests are normally
+answered by `PredictingApp`, the server's application class, before FastAPI's middleware stack
+and router: on a 2-core machine those cost more than mlengine's whole predict path.
 """
 
 from __future__ import annotations
@@ -9,43 +13,58 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Any
 
-from fastapi import APIRouter, Request
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from starlette.datastructures import State
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from mlengine.errors import MLEngineError, NotFound
-from mlengine.server._errors import JSONResponse, error_response
-from mlengine.server._metrics import PROTOCOL_ML_V1, observe_prediction
+from mlengine.server._errors import error_body
+from mlengine.server._metrics import PROTOCOL_ML_V1, observe_prediction_in
+
+__all__ = ["PredictingApp", "router"]
 
 router = APIRouter()
 logger = logging.getLogger("mlengine.server")
 
+_JSON_HEADERS = (b"content-type", b"application/json")
 
-async def _predict(project: str, model: str, version: str | None, request: Request) -> Response:
+
+async def answer_predict(
+    state: State, project: str, model: str, version: str | None, raw: bytes
+) -> tuple[int, bytes]:
+    """Predict one ml v1 request body; the HTTP status and the JSON answer. Counted in the
+    app's metrics."""
     started = time.perf_counter()
-    response, instances = await _answer(project, model, version, request)
-    await observe_prediction(
-        request, PROTOCOL_ML_V1, project, model, version, response.status_code, started, instances
-    )
-    return response
-
-
-async def _answer(
-    project: str, model: str, version: str | None, request: Request
-) -> tuple[Response, int]:
-    raw = await request.body()
+    instances = 0
     try:
-        result = await request.app.state.prediction.predict(project, model, version, raw)
+        result = await state.prediction.predict(project, model, version, raw)
     except NotFound as error:
-        return error_response(404, error.message), 0
+        status, body = 404, error_body(404, error.message)
     except MLEngineError as error:
         message = error.message
         if not message.startswith("Prediction failed"):
             message = f"Prediction failed: {message}"
         status = error.http_status if error.http_status < 500 else 500
-        return JSONResponse({"error": message}, status_code=status), 0
-    return JSONResponse(result), len(result["predictions"])
+        body = orjson.dumps({"error": message})
+    else:
+        status = 200
+        body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+        instances = len(result["predictions"])
+    await observe_prediction_in(
+        state, PROTOCOL_ML_V1, project, model, version, status, started, instances
+    )
+    return status, body
+
+
+async def _predict(project: str, model: str, version: str | None, request: Request) -> Response:
+    status, body = await answer_predict(
+        request.app.state, project, model, version, await request.body()
+    )
+    return Response(body, status_code=status, media_type="application/json")
 
 
 @router.post("/v1/projects/{project}/models/{model}/versions/{version}:predict")
@@ -61,35 +80,67 @@ async def predict_model(project: str, model: str, request: Request) -> Response:
 _PREDICT_PATH = re.compile(r"^/v1/projects/([^/]+)/models/([^/:]+)(?:/versions/([^/:]+))?:predict$")
 
 
-class PredictFastPath:
-    """Serves ml v1 ``:predict`` requests before FastAPI's router: routing and dependency
-    resolution cost more than mlengine's whole predict path (measured on a 2-core machine:
-    about twice the requests/s). The routes above stay for the OpenAPI schema and as the
-    fallback; every other request goes to the app unchanged."""
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
 
-    def __init__(self, app: ASGIApp, token: str = "") -> None:
-        self.app = app
-        self.authorization = f"Bearer {token}".encode() if token else b""
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    if message["type"] != "http.request":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+class PredictingApp(FastAPI):
+    """The API server's application: FastAPI, except that ml v1 ``:predict`` requests are
+    answered straight from the ASGI call (the bearer token still checked), skipping the
+    middleware stack, routing and dependency resolution: measured on a 2-core machine, that
+    more than doubles the requests/s of small predictions. Every other request, and every
+    predict request that fails the token check, goes through FastAPI unchanged."""
+
+    def __init__(self, *args: Any, api_token: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._authorization = f"Bearer {api_token}".encode() if api_token else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _PREDICT_PATH.match(scope["path"])
         if match is None or not self._authorised(scope):
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
-        request = Request(scope, receive)
         try:
-            response = await _predict(match[1], match[2], match[3], request)
-        except Exception as error:  # the app's error middleware is behind us: answer here
+            raw = await _read_body(receive)
+        except _Disconnected:
+            return
+        try:
+            status, body = await answer_predict(self.state, match[1], match[2], match[3], raw)
+        except Exception as error:  # no error middleware in front of this path: answer here
             logger.exception("prediction failed unexpectedly")
-            response = JSONResponse(
-                {"error": f"Prediction failed: internal error: {type(error).__name__}: {error}"},
-                status_code=500,
+            status = 500
+            body = orjson.dumps(
+                {"error": f"Prediction failed: internal error: {type(error).__name__}: {error}"}
             )
-        await response(scope, receive, send)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON_HEADERS, (b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     def _authorised(self, scope: Scope) -> bool:
-        if not self.authorization:
+        if not self._authorization:
             return True
-        return (b"authorization", self.authorization) in scope["headers"]
+        return (b"authorization", self._authorization) in scope["headers"]

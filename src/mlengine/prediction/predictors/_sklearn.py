@@ -34,6 +34,7 @@ from mlengine.prediction.predictors._base import (
     numeric_batch,
     per_instance,
 )
+from mlengine.prediction.predictors._forest import forest_shortcut, shortcut_call
 
 __all__ = [
     "SklearnPredictor",
@@ -271,6 +272,7 @@ class SklearnPredictor(Predictor):
         self._names = feature_names(model)
         self._n_features = _feature_count(model)
         self._allow_nan = _allows_nan(model)
+        self._forest = forest_shortcut(model)
         self._example: list[Any] | None = None
         self._example_derived = False
 
@@ -319,8 +321,10 @@ class SklearnPredictor(Predictor):
                     "predict_proba",
                 )
             method = self.model.predict_proba
+            shortcut = self._forest.predict_proba if self._forest else None
         else:
             method = self.model.predict
+            shortcut = self._forest.predict if self._forest else None
         inputs = tabular_inputs(
             instances,
             self.library,
@@ -329,7 +333,10 @@ class SklearnPredictor(Predictor):
             allow_nan=self._allow_nan,
         )
         try:
-            outputs = method(inputs)
+            if shortcut is None:
+                outputs = method(inputs)
+            else:
+                outputs = shortcut_call(shortcut, method, inputs)
         except Exception as error:
             raise PredictionError.during(self.library, error_detail(error)) from error
         return per_instance(outputs, len(instances), self.library)

@@ -1,0 +1,103 @@
+"""The forest shortcut gives bit-identical outputs to scikit-learn's own forest methods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlengine.prediction.predictors._forest import forest_shortcut
+from mlengine.prediction.predictors._sklearn import SklearnPredictor
+
+
+def _data(seed: int, *, missing: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(300, 5))
+    target = features[:, 0] * 2 - features[:, 1] + rng.normal(scale=0.3, size=300)
+    if missing:
+        features[rng.random(features.shape) < 0.1] = np.nan
+    queries = rng.normal(size=(97, 5))
+    if missing:
+        queries[rng.random(queries.shape) < 0.1] = np.nan
+    return features, target, queries
+
+
+CLASSIFIERS = [RandomForestClassifier, ExtraTreesClassifier]
+REGRESSORS = [RandomForestRegressor, ExtraTreesRegressor]
+
+
+@pytest.mark.parametrize("forest_class", CLASSIFIERS)
+@pytest.mark.parametrize("labels", ["int", "str"])
+def test_classifiers_are_bit_identical(forest_class: Any, labels: str) -> None:
+    features, target, queries = _data(1)
+    classes = np.digitize(target, [-1.0, 1.0])
+    if labels == "str":
+        classes = np.array(["low", "mid", "high"])[classes]
+    forest = forest_class(n_estimators=25, random_state=0).fit(features, classes)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None
+    np.testing.assert_array_equal(shortcut.predict(queries), forest.predict(queries))
+    np.testing.assert_array_equal(shortcut.predict_proba(queries), forest.predict_proba(queries))
+
+
+@pytest.mark.parametrize("forest_class", REGRESSORS)
+def test_regressors_are_bit_identical(forest_class: Any) -> None:
+    features, target, queries = _data(2)
+    forest = forest_class(n_estimators=25, random_state=0).fit(features, target)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None
+    np.testing.assert_array_equal(shortcut.predict(queries), forest.predict(queries))
+
+
+def test_missing_values_take_the_same_branches() -> None:
+    features, target, queries = _data(3, missing=True)
+    forest = RandomForestRegressor(n_estimators=20, random_state=0).fit(features, target)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None
+    np.testing.assert_array_equal(shortcut.predict(queries), forest.predict(queries))
+
+
+def test_pipeline_ending_with_a_forest_is_bit_identical() -> None:
+    features, target, queries = _data(4)
+    pipeline = make_pipeline(
+        StandardScaler(), RandomForestClassifier(n_estimators=20, random_state=0)
+    ).fit(features, target > 0)
+    shortcut = forest_shortcut(pipeline)
+    assert shortcut is not None
+    np.testing.assert_array_equal(shortcut.predict(queries), pipeline.predict(queries))
+    np.testing.assert_array_equal(shortcut.predict_proba(queries), pipeline.predict_proba(queries))
+
+
+def test_other_models_are_left_to_their_own_methods() -> None:
+    features, target, _ = _data(5)
+
+    class MyForest(RandomForestRegressor):
+        pass
+
+    multi = RandomForestRegressor(n_estimators=5).fit(features, np.c_[target, -target])
+    assert forest_shortcut(multi) is None
+    assert forest_shortcut(MyForest(n_estimators=5).fit(features, target)) is None
+    assert forest_shortcut(GradientBoostingClassifier().fit(features, target > 0)) is None
+    assert forest_shortcut(RandomForestRegressor()) is None  # not fitted
+
+
+def test_predictor_serves_forests_through_the_shortcut_with_the_same_errors() -> None:
+    features, target, queries = _data(6)
+    forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(features, target > 0)
+    predictor = SklearnPredictor.from_model(forest)
+    assert predictor._forest is not None
+    assert predictor.predict(queries.tolist()) == forest.predict(queries).tolist()
+    probabilities = predictor.predict(queries.tolist(), probabilities=True)
+    assert probabilities == forest.predict_proba(queries).tolist()
+    with pytest.raises(ValueError, match="instance 1"):
+        predictor.predict([[0.0] * 5, [0.0] * 4])
