@@ -97,6 +97,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "MLENGINE_PROJECT",
         "MLENGINE_CONFIG",
         "MLENGINE_API_TOKEN",
+        "MLENGINE_WAREHOUSE_PATH",
         "TF_CONFIG",
     ):
         monkeypatch.delenv(variable, raising=False)

@@ -225,3 +225,41 @@ def test_cli_story(
     failed = run_cli("versions", "create", "v2", "--model", "cli_iris", "--origin",
                      str(model_dirs["broken"]))  # fmt: skip
     assert failed.returncode == 1
+
+
+def test_batching_labels_and_delete_waits_for_requests_in_flight(
+    client: mlengine.Client, server: ServerProcess, model_dirs: dict[str, Path]
+) -> None:
+    """A version's ``max_batch_wait_ms``/``max_batch_size`` labels hold a lone request in its
+    batcher; deleting the version meanwhile answers that request before the version goes."""
+    import concurrent.futures
+
+    client.models.create("held")
+    client.versions.create(
+        "held",
+        "v1",
+        model_dirs["forest"],
+        labels={"max_batch_wait_ms": "1500", "max_batch_size": "1000"},
+    )
+    forest = joblib.load(model_dirs["forest"] / "model.joblib")
+    rows = IRIS.data[::30].tolist()
+    url = f"{server.url}/v1/projects/default/models/held/versions/v1:predict"
+    accepted = 'mlengine_batcher_requests_total{model="held",version="v1"} 2.0'
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        httpx.post(url, json={"instances": rows[:1]}, timeout=30)  # loads the version
+        in_flight = pool.submit(httpx.post, url, json={"instances": rows}, timeout=30)
+        while accepted not in httpx.get(f"{server.url}/metrics").text:
+            assert not in_flight.done(), in_flight.result().text
+            time.sleep(0.05)
+        # the request waits in the version's batcher (held by max_batch_wait_ms); deleting
+        # the version closes the batcher, which predicts what it holds at once
+        assert not in_flight.done(), "the max_batch_wait_ms label did not hold the request"
+        operation = client.versions.delete("held", "v1")
+        answer = in_flight.result(timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": forest.predict(np.array(rows)).tolist()}
+    assert operation.get("done") is True and "error" not in operation
+    gone = httpx.post(url, json={"instances": rows}, timeout=30)
+    assert gone.status_code == 404
+    with pytest.raises(NotFound):
+        client.versions.get("held", "v1")
