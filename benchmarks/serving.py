@@ -16,9 +16,13 @@ batching is where throughput comes from):
 * ``bare floor``: a minimal ASGI app that reads the body and returns a constant JSON, under the
   same uvicorn as mlengine (same event loop, HTTP parser, log level): what the server stack
   alone can do.
-* ``in-process``: ``model.predict`` on 1, 32 and 64 rows in a loop in this process (calls/s):
-  what the model alone can do. 64 rows is mlengine's default ``max_batch_size``, so
-  ``64 / (ms per 64-row call)`` bounds mlengine's requests/s at 1 instance per request.
+* ``in-process``: ``model.predict`` on 1, 32, 64 and 1024 rows in a loop in this process
+  (calls/s): what the model alone can do; and the same through mlengine's own predictor
+  (``SklearnPredictor.predict`` on JSON-like lists, the call a batch makes). From the latter
+  and the bare floor's CPU per request, the report prints a model-bound ceiling for each
+  request size at concurrency 64: ``1 / (floor CPU per request + predictor CPU per request)``
+  with batches of ``min(64 x instances, 1024)`` rows (1024 is mlengine's default
+  ``max_batch_size``) — what a server with no overhead of its own could reach on one core.
 
 Every server is started by this script on a free ``127.0.0.1`` port, measured, and stopped
 (its whole process group) before the next one starts. Each server runs at its defaults
@@ -77,7 +81,9 @@ MLFLOW_MARKER = ".mlengine-bench-installed"
 
 INSTANCES = (1, 32)
 CONCURRENCY = (1, 8, 64)
-IN_PROCESS_ROWS = (1, 32, 64)
+IN_PROCESS_ROWS = (1, 32, 64, 1024)
+BATCH_LIMIT = 1024
+"""mlengine's default ``max_batch_size``: at concurrency 64 a batch holds min(64 x k, 1024) rows."""
 TARGET_CONCURRENCY = 64
 MLFLOW_RATIO_TARGET = 3.0
 FLOOR_FRACTION_TARGET = 0.60
@@ -540,35 +546,68 @@ def check_answers(server: Server, model: Model) -> None:
             )
 
 
+def _calls_per_s(call: Callable[[], Any], seconds: float) -> tuple[int, float]:
+    for _ in range(3):  # warm-up
+        call()
+    calls = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        call()
+        calls += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return calls, now - start
+
+
 def in_process_floor(model: Model, seconds: float) -> list[dict[str, Any]]:
-    """``model.predict`` calls/s on numpy arrays of 1, 32 and 64 rows, one thread."""
+    """``model.predict`` on numpy arrays, and mlengine's predictor on lists, calls/s on
+    `IN_PROCESS_ROWS` rows, one thread."""
     import numpy as np
 
+    from mlengine.prediction.predictors import load_predictor
+
+    predictor = load_predictor(model.joblib_dir, "SCIKIT_LEARN")
     results = []
     for count in IN_PROCESS_ROWS:
         inputs = np.asarray(model.rows[count])
-        for _ in range(3):  # warm-up
-            model.estimator.predict(inputs)
-        calls = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            model.estimator.predict(inputs)
-            calls += 1
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        elapsed = now - start
-        results.append(
-            {
-                "rows": count,
-                "calls": calls,
-                "calls_per_s": calls / elapsed,
-                "ms_per_call": 1000.0 * elapsed / calls,
-                "rows_per_s": count * calls / elapsed,
-            }
-        )
+        rows = model.rows[count]
+        for name, call in (
+            ("model.predict", lambda inputs=inputs: model.estimator.predict(inputs)),
+            ("mlengine predictor", lambda rows=rows: predictor.predict(rows)),
+        ):
+            calls, elapsed = _calls_per_s(call, seconds / 2)
+            results.append(
+                {
+                    "what": name,
+                    "rows": count,
+                    "calls": calls,
+                    "calls_per_s": calls / elapsed,
+                    "ms_per_call": 1000.0 * elapsed / calls,
+                    "rows_per_s": count * calls / elapsed,
+                }
+            )
     return results
+
+
+def model_bound_ceiling(data: Mapping[str, Any], instances: int) -> float | None:
+    """Requests/s at concurrency 64 of a server whose only costs are the bare floor's CPU per
+    request and mlengine's predictor on full batches; None when not measured."""
+    cells = {(c["target"], c["instances"], c["concurrency"]): c for c in data["cells"]}
+    floor = cells.get(("bare floor", instances, TARGET_CONCURRENCY))
+    batch = min(TARGET_CONCURRENCY * instances, BATCH_LIMIT)
+    timing = next(
+        (
+            e
+            for e in data["in_process"]
+            if e.get("what") == "mlengine predictor" and e["rows"] == batch
+        ),
+        None,
+    )
+    if floor is None or timing is None or floor["server_cpu_ms_per_request"] is None:
+        return None
+    per_request_ms = floor["server_cpu_ms_per_request"] + timing["ms_per_call"] * instances / batch
+    return 1000.0 / per_request_ms
 
 
 # -- the MLflow environment ----------------------------------------------------------------
@@ -1311,11 +1350,12 @@ def report(data: Mapping[str, Any]) -> str:
     ]
     for name, stack in data["stacks"].items():
         lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in stack.items()))
-    lines += ["", "in-process model.predict (numpy input, one thread):"]
-    lines.append(f"  {'rows':>4}{'calls/s':>10}{'ms/call':>10}{'rows/s':>11}")
+    lines += ["", "in process, one thread (model.predict on numpy, mlengine's predictor on lists):"]
+    lines.append(f"  {'what':<20}{'rows':>5}{'calls/s':>10}{'ms/call':>10}{'rows/s':>11}")
     for entry in data["in_process"]:
         lines.append(
-            f"  {entry['rows']:>4}{entry['calls_per_s']:>10.1f}{entry['ms_per_call']:>10.3f}"
+            f"  {entry.get('what', 'model.predict'):<20}{entry['rows']:>5}"
+            f"{entry['calls_per_s']:>10.1f}{entry['ms_per_call']:>10.3f}"
             f"{entry['rows_per_s']:>11.0f}"
         )
     cells = {(c["target"], c["instances"], c["concurrency"]): c for c in data["cells"]}
@@ -1349,6 +1389,15 @@ def report(data: Mapping[str, Any]) -> str:
                 f"{_fmt(comparison['mlengine_over_mlflow_p99'], '.2f', 'x')}; "
                 f"mlengine/bare floor: req/s "
                 f"{_fmt(comparison['mlengine_over_floor_rps'], '.0%')}"
+            )
+        ceiling = model_bound_ceiling(data, instances)
+        mlengine_cell = cells.get(("mlengine", instances, TARGET_CONCURRENCY))
+        floor_cell = cells.get(("bare floor", instances, TARGET_CONCURRENCY))
+        if ceiling is not None and mlengine_cell is not None and floor_cell is not None:
+            lines.append(
+                f"  model-bound ceiling at c={TARGET_CONCURRENCY}: {ceiling:.0f} req/s "
+                f"({ceiling / floor_cell['requests_per_s']:.0%} of the bare floor); mlengine "
+                f"reached {mlengine_cell['requests_per_s'] / ceiling:.0%} of it"
             )
     lines += [
         "",

@@ -48,6 +48,7 @@ class FakeModel:
         self.calls: list[list[Any]] = []
         self.options: list[dict[str, Any]] = []
         self.threads: set[str] = set()
+        self.call_threads: list[str] = []
         self.cost_s = cost_s
         self.how_to_fail = how_to_fail
         self.gate = threading.Event()
@@ -59,6 +60,7 @@ class FakeModel:
         self.calls.append(list(instances))
         self.options.append(dict(options))
         self.threads.add(threading.current_thread().name)
+        self.call_threads.append(threading.current_thread().name)
         self.entered.set()
         assert self.gate.wait(60), "the test never opened the gate"
         time.sleep(self.cost_s)
@@ -464,11 +466,30 @@ async def test_short_model_calls_run_on_the_loop_after_the_first() -> None:
 
 
 async def test_slow_model_calls_stay_on_the_thread() -> None:
-    model = FakeModel(cost_s=0.02)
-    batcher = MicroBatcher(model, inline_below_s=0.005)
+    def busy(instances: list[Any], options: Mapping[str, Any]) -> list[Any]:
+        threads.add(threading.current_thread().name)
+        deadline = time.thread_time() + 0.02
+        while time.thread_time() < deadline:  # CPU-bound, as most models are
+            pass
+        return list(instances)
+
+    threads: set[str] = set()
+    batcher = MicroBatcher(busy, inline_below_s=0.005)
     for n in range(3):
         assert await batcher.predict([f"x{n}"]) == [f"x{n}"]
-    assert threading.current_thread().name not in model.threads
+    assert threading.current_thread().name not in threads
+    await batcher.close()
+
+
+async def test_a_model_that_waits_goes_back_to_the_thread_after_one_call_on_the_loop() -> None:
+    model = FakeModel(cost_s=0.05)  # sleeps: little CPU on its thread, a long wait on the loop
+    batcher = MicroBatcher(model, inline_below_s=0.005)
+    for n in range(5):
+        assert await batcher.predict([f"x{n}"]) == [f"x{n}"]
+    loop_thread = threading.current_thread().name
+    on_loop = [n for n, name in enumerate(model.call_threads) if name == loop_thread]
+    assert on_loop == [1]  # measured on the thread first, tried once on the loop, sent back
+    assert batcher.inline_below_s == 0.0
     await batcher.close()
 
 

@@ -101,8 +101,10 @@ class MicroBatcher:
     is called on the loop itself: handing such a call to a thread and back costs more CPU than
     it saves, since the two threads share the GIL (measured on a 2-core machine: about a third
     of the server's CPU per request for a 100-tree forest). The first call, and any call after
-    the average rises above the limit, runs on the thread. Whatever the executor, a batcher
-    makes at most one model call at a time: models that are not thread-safe need nothing more.
+    the average rises above the limit, runs on the thread; a call on the loop that takes more
+    than twice the limit (a model waiting on I/O, say) sends the model to the thread for good.
+    Whatever the executor, a batcher makes at most one model call at a time: models that are
+    not thread-safe need nothing more.
 
     Batches are counted in instances, not requests. Requests with different options are never
     merged into one call; the oldest waiting request always goes into the next batch, so every
@@ -390,13 +392,15 @@ class MicroBatcher:
         parts = [chunk.instances for chunk in batch]
         self._in_flight = batch
         inline = self._mean_call_s is not None and self._mean_call_s < self.inline_below_s
-        started = time.perf_counter()
+        cost = 0.0
         try:
             if inline:
+                started = time.perf_counter()
                 outcomes, calls = self._call_isolating(parts, batch[0].options)
+                cost = time.perf_counter() - started  # what the loop waited
             else:
-                outcomes, calls = await loop.run_in_executor(
-                    self._executor, self._call_isolating, parts, batch[0].options
+                outcomes, calls, cost = await loop.run_in_executor(
+                    self._executor, self._call_timed, parts, batch[0].options
                 )
         except Exception as exc:  # the executor refused the call (e.g. it was shut down)
             outcomes = [_cannot_call(self.name, exc) for _ in batch]
@@ -404,9 +408,7 @@ class MicroBatcher:
         finally:
             self._in_flight = []
         if calls:
-            took = (time.perf_counter() - started) / calls
-            mean = self._mean_call_s
-            self._mean_call_s = took if mean is None else 0.8 * mean + 0.2 * took
+            self._measured(cost / calls, inline)
         self._batches += calls
         for chunk, outcome in zip(batch, outcomes, strict=True):
             if chunk.future.done():
@@ -420,6 +422,25 @@ class MicroBatcher:
                 chunk.future.set_result(outcome)
         if inline:  # let the answers go out, and new requests in, before the next batch
             await asyncio.sleep(0)
+
+    def _measured(self, call_s: float, inline: bool) -> None:
+        """Account for one model call: `call_s` is the loop's wait for an inline call, the
+        calling thread's CPU time for one on the thread (its wall time would count the
+        turns the loop took on the GIL meanwhile, and keep a short model off the loop)."""
+        if inline and call_s > 2 * self.inline_below_s:
+            # misjudged (e.g. the model waits on I/O or on threads of its own): a call that
+            # blocks the loop this long goes to the thread from now on
+            self.inline_below_s = 0.0
+        mean = self._mean_call_s
+        self._mean_call_s = call_s if mean is None else 0.8 * mean + 0.2 * call_s
+
+    def _call_timed(
+        self, parts: list[list[Any]], options: Mapping[str, Any]
+    ) -> tuple[list[list[Any] | BaseException], int, float]:
+        """`_call_isolating` on the executor, with the CPU time it took on this thread."""
+        started = time.thread_time()
+        outcomes, calls = self._call_isolating(parts, options)
+        return outcomes, calls, time.thread_time() - started
 
     def _call_isolating(
         self, parts: list[list[Any]], options: Mapping[str, Any]

@@ -21,6 +21,7 @@ from mlengine.config import Settings
 from mlengine.errors import FailedPrecondition, InvalidArgument, PayloadTooLarge
 from mlengine.jobs._environment import TrainerEnvironments
 from mlengine.models import ModelService
+from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
 from mlengine.prediction.predictors import Predictor, decode_b64, load_predictor
@@ -54,7 +55,9 @@ class PredictionService:
     def _load(self, key: Any) -> Predictor:
         project, model, version = key
         record = self.models.registry.get_version(project, model, version)
-        return self._open(record, self.models.local_dir(record))
+        predictor = self._open(record, self.models.local_dir(record))
+        settle_heap()  # the model's objects are long-lived: keep collections off them
+        return predictor
 
     def _open(self, record: VersionRecord, local_dir: Path) -> Predictor:
         """The version's predictor: in this process for the built-in frameworks, in a worker
@@ -87,7 +90,10 @@ class PredictionService:
         labels = record.spec.get("labels") or {}
         size = labels.get("max_batch_size") or self.settings.max_batch_size
         wait_ms = labels.get("max_batch_wait_ms") or self.settings.max_batch_wait_ms
-        return {"max_batch_size": int(size), "max_wait_s": float(wait_ms) / 1000.0}
+        options: dict[str, Any] = {"max_batch_size": int(size), "max_wait_s": float(wait_ms) / 1e3}
+        if record.spec.get("predictionClass") or record.spec.get("packageUris"):
+            options["inline_below_s"] = 0.0  # a worker process: its calls wait on a pipe
+        return options
 
     def verify(self, record: VersionRecord, local_dir: Path) -> str:
         """Load a new version and answer a smoke prediction; return its framework."""

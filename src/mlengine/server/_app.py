@@ -15,6 +15,7 @@ import mlengine
 from mlengine.config import Settings
 from mlengine.jobs import JobService, Scheduler
 from mlengine.models import ModelService
+from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._serving import PredictionService
 from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
 from mlengine.server._metrics import install_metrics
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         app.state.wake_scheduler = scheduler.wake if scheduler else (lambda: None)
         if scheduler is not None:
             scheduler.start()
+        settle_heap()  # what start-up made lives as long as the server
         app.state.ready = True  # /readyz
         try:
             yield
