@@ -32,6 +32,7 @@ def test_lookup_order(tmp_path: Path) -> None:
 def test_defaults_follow_home(tmp_path: Path) -> None:
     settings = Settings.load(environ={"MLENGINE_HOME": str(tmp_path)})
     assert settings.artifact_root == str(tmp_path / "artifacts")
+    assert settings.warehouse_path == str(tmp_path / "warehouse.duckdb")
     assert settings.api_url == "http://127.0.0.1:8470"
     assert settings.project == "default"
 

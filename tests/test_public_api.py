@@ -12,6 +12,7 @@ PACKAGES = [
     "mlengine",
     "mlengine.errors",
     "mlengine.config",
+    "mlengine.data",
     "mlengine.store",
     "mlengine.jobs",
     "mlengine.jobs.runners",

@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mlengine.client import Client, Job
+    from mlengine.data import sql
 
-__all__ = ["Client", "Job", "__version__"]
+__all__ = ["Client", "Job", "__version__", "sql"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from mlengine import client
 
         return getattr(client, name)
+    if name == "sql":
+        from mlengine import data
+
+        return data.sql
     raise AttributeError(f"module 'mlengine' has no attribute {name!r}")

@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
         lambda v: str(Path(v["home"]) / "artifacts"),
     ),
     Setting(
+        "warehouse_path",
+        "MLENGINE_WAREHOUSE_PATH",
+        "SQL warehouse (DuckDB file)",
+        lambda v: str(Path(v["home"]) / "warehouse.duckdb"),
+    ),
+    Setting(
         "api_url",
         "MLENGINE_API_URL",
         "API server the CLI and SDK use, and where a local server binds",

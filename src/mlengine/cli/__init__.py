@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mlengine.cli import _config, _jobs, _local, _models, _predict, _server
+from mlengine.cli import _config, _jobs, _local, _models, _predict, _preprocess, _server, _sql
 from mlengine.errors import MLEngineError
 
 __all__ = ["app", "main"]
@@ -30,6 +30,9 @@ app.command("predict")(_predict.predict)
 _local.app.command("predict")(_predict.local_predict)
 app.add_typer(_server.app, name="server")
 app.add_typer(_config.app, name="config")
+app.command("sql")(_sql.sql)
+app.add_typer(_sql.datasets_app, name="datasets")
+app.command("preprocess", context_settings=_preprocess.CONTEXT_SETTINGS)(_preprocess.preprocess)
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""Tests of mlengine.data: the warehouse, BigQuery functions and dataset tables."""
