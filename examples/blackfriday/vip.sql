@@ -4,7 +4,7 @@
 -- One row per user: the user's attributes (MIN over their purchases), how many purchases and
 -- what they spent; is_vip = spent more than the exact 90th percentile of all users' totals;
 -- split = 80/20 by a hash of User_ID, the BigQuery idiom.
--- On BigQuery, write the percentile as PERCENTILE_CONT(total_purchase, 0.9) OVER ().
+-- It is BigQuery Standard SQL: mlengine translates PERCENTILE_CONT to DuckDB's QUANTILE_CONT.
 WITH users AS (
   SELECT
     User_ID,
@@ -21,7 +21,7 @@ WITH users AS (
 )
 SELECT
   *,
-  total_purchase > QUANTILE_CONT(total_purchase, 0.9) OVER () AS is_vip,
+  total_purchase > PERCENTILE_CONT(total_purchase, 0.9) OVER () AS is_vip,
   IF(ABS(MOD(FARM_FINGERPRINT(CAST(User_ID AS STRING)), 10)) < 8, 'train', 'eval') AS split
 FROM users
 ORDER BY User_ID

@@ -320,3 +320,20 @@ def test_translate_query_rewrites_only_code() -> None:
     )
     assert translate_query("SELECT a[ordinal(f(1, 2))]") == "SELECT a[(f(1, 2))]"
     assert translate_query("SELECT 1") == "SELECT 1"
+
+
+def test_percentile_cont_and_disc_as_bigquery_computes_them(warehouse: Warehouse) -> None:
+    """BigQuery's analytic PERCENTILE_CONT/DISC(x, f) OVER (); values from the definition:
+    sorted 1, 2, 3, 4, 10 -> CONT(0.9) interpolates between 4 and 10 at 0.6; DISC(0.5) = 3."""
+    assert translate_query("SELECT PERCENTILE_CONT(x, 0.9) OVER () FROM t") == (
+        "SELECT quantile_cont(x, 0.9) OVER () FROM t"
+    )
+    keep = "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM t"
+    assert translate_query(keep) == keep  # DuckDB's own ordered-set form
+    rows = warehouse.query(
+        "SELECT x, PERCENTILE_CONT(x, 0.9) OVER () AS p90, "
+        "PERCENTILE_DISC(x, 0.5) OVER () AS median "
+        "FROM UNNEST([1, 2, 3, 4, 10, NULL]) AS t(x) ORDER BY x NULLS LAST"
+    ).to_records()
+    assert [row["p90"] for row in rows] == [pytest.approx(7.6)] * 6
+    assert {row["median"] for row in rows} == {3}

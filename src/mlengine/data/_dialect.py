@@ -12,7 +12,10 @@ It rewrites, outside string literals and comments only:
   `` `column` ``) to DuckDB's double-quoted identifiers;
 - ``SAFE_CAST(`` to DuckDB's ``TRY_CAST(``;
 - ``APPROX_QUANTILES(DISTINCT x, n)`` to the ``quantile_disc`` aggregate underneath (the
-  ``APPROX_QUANTILES`` macro cannot take DISTINCT).
+  ``APPROX_QUANTILES`` macro cannot take DISTINCT);
+- BigQuery's analytic ``PERCENTILE_CONT(x, f)`` / ``PERCENTILE_DISC(x, f)`` (two arguments) to
+  DuckDB's ``quantile_cont(x, f)`` / ``quantile_disc(x, f)``, which compute the same exact
+  percentile (NULLs ignored); DuckDB's own one-argument ``WITHIN GROUP`` form is left alone.
 """
 
 from __future__ import annotations
@@ -247,6 +250,28 @@ def _rewrite_distinct_quantiles(tokens: list[_Token]) -> list[_Token]:
     return out
 
 
+_PERCENTILES = {"percentile_cont": "quantile_cont", "percentile_disc": "quantile_disc"}
+
+
+def _rewrite_percentiles(tokens: list[_Token]) -> list[_Token]:
+    out: list[_Token] = []
+    for index, token in enumerate(tokens):
+        name = token.text.lower() if token.kind == "word" else ""
+        if name in _PERCENTILES:
+            open_at = _next_code(tokens, index + 1)
+            close_at = None if open_at is None else _matching(tokens, open_at)
+            if (
+                open_at is not None
+                and tokens[open_at].text == "("
+                and close_at is not None
+                and len(_split_arguments(tokens[open_at + 1 : close_at])) == 2
+            ):
+                out.append(_Token("word", _PERCENTILES[name]))
+                continue
+        out.append(token)
+    return out
+
+
 def _rewrite_safe_cast(tokens: list[_Token]) -> list[_Token]:
     out: list[_Token] = []
     for index, token in enumerate(tokens):
@@ -277,7 +302,7 @@ def translate_query(query: str, projects: Iterable[str] = ()) -> str:
         t.kind == "backtick"
         or (t.kind == "word" and (t.text.lower() in _INDEXERS or t.text.lower() in prefixes))
         or (t.kind == "quoted" and _unquote(t).lower() in known)
-        or (t.kind == "word" and t.text.lower() in ("safe_cast", "distinct"))
+        or (t.kind == "word" and t.text.lower() in ("safe_cast", "distinct", *_PERCENTILES))
         for t in tokens
     ):
         return query
@@ -285,5 +310,6 @@ def translate_query(query: str, projects: Iterable[str] = ()) -> str:
     tokens = _rewrite_project_names(tokens, known)
     tokens = _rewrite_indexers(tokens)
     tokens = _rewrite_safe_cast(tokens)
+    tokens = _rewrite_percentiles(tokens)
     tokens = _rewrite_distinct_quantiles(tokens)
     return "".join(token.text for token in tokens)
