@@ -96,7 +96,9 @@ def _print_rows(result: QueryResult) -> None:
         table.add_column(field.name, justify="right" if field.field_type in _NUMERIC else "left")
     for row in result:
         table.add_row(*[_cell(value) for value in row])
-    Console(highlight=False, soft_wrap=True).print(table)
+    # piped or redirected: every value in full (a terminal's width would cut wide rows to "…")
+    width = None if sys.stdout.isatty() else 1 << 16
+    Console(highlight=False, soft_wrap=True, width=width).print(table)
 
 
 _NUMERIC = {"INTEGER", "FLOAT", "NUMERIC"}
