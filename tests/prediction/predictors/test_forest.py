@@ -101,3 +101,12 @@ def test_predictor_serves_forests_through_the_shortcut_with_the_same_errors() ->
     assert probabilities == forest.predict_proba(queries).tolist()
     with pytest.raises(ValueError, match="instance 1"):
         predictor.predict([[0.0] * 5, [0.0] * 4])
+
+
+def test_objects_sent_to_a_model_without_named_columns_are_named_in_the_error() -> None:
+    features, target, _ = _data(7)
+    predictor = SklearnPredictor.from_model(
+        RandomForestRegressor(n_estimators=3).fit(features, target)
+    )
+    with pytest.raises(ValueError, match=r"instance 1.*not objects|not objects.*instance 1"):
+        predictor.predict([[0.0] * 5, {"a": 1.0}])
