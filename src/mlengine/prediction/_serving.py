@@ -199,8 +199,9 @@ class PredictionService:
 
     async def predict(
         self, project: str, model: str, version: str | None, raw: bytes
-    ) -> dict[str, Any]:
-        """Answer one ml v1 predict request body.
+    ) -> tuple[str, dict[str, Any]]:
+        """Answer one ml v1 predict request body: the name of the version that answered (the
+        model's default when `version` is None) and ``{"predictions": [...]}``.
 
         Raises:
             PayloadTooLarge: the body exceeds `max_request_bytes`.
@@ -225,8 +226,9 @@ class PredictionService:
             raise InvalidArgument("The request has no 'instances' field.")
         if not isinstance(instances, list):
             raise InvalidArgument("The 'instances' field must be a list.")
-        predictions = await self.predict_instances(project, model, version, instances, body)
-        return {"predictions": predictions}
+        record = await self._resolve(project, model, version)
+        predictions = await self._predict_with(record, instances, body)
+        return record.name, {"predictions": predictions}
 
     async def predict_instances(
         self,
@@ -246,13 +248,18 @@ class PredictionService:
             FailedPrecondition: the version is not READY or the model has no default.
         """
         record = await self._resolve(project, model, version)
+        return await self._predict_with(record, instances, options)
+
+    async def _predict_with(
+        self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
+    ) -> list[Any]:
         framework = str(record.spec.get("framework") or "")
         if framework in _B64_FRAMEWORKS:
             instances = decode_b64(instances)
         if not instances:
             return []
-        entry = await self.loaded.get((project, model, record.name))
-        return await entry.predict(instances, dict(options or {}))
+        entry = await self.loaded.get((record.project, record.model, record.name))
+        return await entry.predict(instances, dict(options) if options else {})
 
     async def version_record(self, project: str, model: str, version: str | None) -> VersionRecord:
         """The READY version a request would use (None: the model's default).

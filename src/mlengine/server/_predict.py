@@ -41,7 +41,7 @@ async def answer_predict(
     started = time.perf_counter()
     instances = 0
     try:
-        result = await state.prediction.predict(project, model, version, raw)
+        version, result = await state.prediction.predict(project, model, version, raw)
     except NotFound as error:
         status, body = 404, error_body(404, error.message)
     except MLEngineError as error:
