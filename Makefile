@@ -46,6 +46,7 @@ bench: install
 	$(PY) benchmarks/jobs_overhead.py
 	$(PY) benchmarks/jobs_overhead.py --trainer-seconds 1 --repeat 3
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/data.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
