@@ -21,7 +21,6 @@ import duckdb
 import farmhash
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 __all__ = ["farm_fingerprint", "farm_fingerprint_array", "register_bigquery_functions"]
 
@@ -145,7 +144,7 @@ def farm_fingerprint_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
             values = values.cast(
                 pa.large_binary() if "binary" in str(values.type) else pa.large_string()
             )
-        values = pc.dictionary_encode(values)
+        values = values.dictionary_encode()
     dictionary = values.dictionary
     if not _is_text_or_bytes(dictionary.type):
         raise TypeError(f"FARM_FINGERPRINT takes STRING or BYTES; got {dictionary.type}.")
