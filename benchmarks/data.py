@@ -38,8 +38,10 @@ results and reading the versions run in helper subprocesses, not timed.
   BigQuery's MOD (``np.fmod`` then ``abs``), ``to_parquet``. ``pandas (default dtypes)``: the
   same with a plain ``pd.read_parquet`` (string columns as pandas strings), shown for reference.
 * ``Beam``: ``mlengine preprocess examples/blackfriday/pipeline.py -- --input FILE.parquet
-  --output DIR --format parquet`` (DirectRunner, one process: the default), and the same with
-  ``--workers 2``. The real pipeline, run once per size (it is by far the slowest).
+  --output DIR --format parquet`` (DirectRunner, one process: the default; the pipeline reads
+  Arrow record batches and groups them with ``mlengine.beam.AggregatePerKey``), the same with
+  ``--workers 2``, and with ``--per_row`` (the classic form: one element per purchase and a
+  per-row ``CombinePerKey``, shown for reference). The real pipeline, run once per size.
 
 The fast paths run ``--repeat`` times (default 5) round-robin; the report gives the median wall
 time (ratios and verdicts use it) and the minimum. Each run's ``other CPUs`` is the machine's
@@ -162,6 +164,7 @@ PATHS = (
     PathSpec("pandas_default", "pandas (default dtypes)", True, True),
     PathSpec("beam", "Beam, 1 process", False, False),
     PathSpec("beam_workers", "Beam, --workers 2", False, False),
+    PathSpec("beam_per_row", "Beam, --per_row", False, False),
 )
 PATH_LABELS = {spec.key: spec.label for spec in PATHS}
 
@@ -629,6 +632,7 @@ def path_command(key: str, run: SizeRun) -> tuple[list[str], Path | None]:
         ),
         "beam": ([*mlengine, "preprocess", *beam_args], None),
         "beam_workers": ([*mlengine, "preprocess", "--workers", "2", *beam_args], None),
+        "beam_per_row": ([*mlengine, "preprocess", *beam_args, "--per_row"], None),
     }
     return commands[key]
 

@@ -34,6 +34,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlengine.beam import (
+    AggregatePerKey,
     HashSplit,
     PercentileCont,
     ReadFromWarehouse,
@@ -118,27 +119,47 @@ def with_split(user: dict[str, Any], split: str) -> dict[str, Any]:
     return {**user, "split": split}
 
 
-def read_purchases(pipeline: beam.Pipeline, args: argparse.Namespace) -> beam.PCollection:
+def read_purchases(
+    pipeline: beam.Pipeline, args: argparse.Namespace, output: str
+) -> beam.PCollection:
     columns = ", ".join(["User_ID", *USER_COLUMNS, "Purchase"])
     if args.input:
         reader = "read_parquet" if args.input.endswith((".parquet", ".pq")) else "read_csv"
         source = f"{reader}('{args.input.replace(chr(39), chr(39) * 2)}')"
         return pipeline | "Read" >> ReadFromWarehouse(
-            f"SELECT {columns} FROM {source}", warehouse=":memory:"
+            f"SELECT {columns} FROM {source}", warehouse=":memory:", output=output
         )
     return pipeline | "Read" >> ReadFromWarehouse(
-        f"SELECT {columns} FROM {args.table}", warehouse=args.warehouse
+        f"SELECT {columns} FROM {args.table}", warehouse=args.warehouse, output=output
     )
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
-    purchases = read_purchases(pipeline, args)
-    users = (
+def summarize_per_row(purchases: beam.PCollection) -> beam.PCollection:
+    """The classic form: one element per purchase, combined per user in Python."""
+    return (
         purchases
         | "ByUser" >> beam.Map(lambda row: (row["User_ID"], row))
         | "Summarize" >> beam.CombinePerKey(UserSummary())
         | "UserRow" >> beam.Map(user_row)
     )
+
+
+def summarize_batched(purchases: beam.PCollection) -> beam.PCollection:
+    """The same per-user rows from Arrow record batches, grouped with pyarrow: no per-row
+    Python work, several times faster on Beam's pure-Python runner."""
+    aggregations: dict[str, tuple[str | None, str]] = {
+        column: (column, "min") for column in USER_COLUMNS
+    }
+    aggregations["purchases"] = (None, "count")
+    aggregations["total_purchase"] = ("Purchase", "sum")
+    return purchases | "Summarize" >> AggregatePerKey("User_ID", aggregations)
+
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace) -> None:
+    if args.per_row:
+        users = summarize_per_row(read_purchases(pipeline, args, "rows"))
+    else:
+        users = summarize_batched(read_purchases(pipeline, args, "arrow"))
     threshold = (
         users
         | "Totals" >> beam.Map(lambda user: user["total_purchase"])
@@ -177,6 +198,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--format", choices=sorted(WRITERS), default="parquet")
     parser.add_argument("--output_table", default=None, help="dataset.table with a split column.")
     parser.add_argument("--vip_percentile", type=float, default=VIP_PERCENTILE)
+    parser.add_argument(
+        "--per_row",
+        action="store_true",
+        help="Summarize users one purchase at a time (the classic form; slower).",
+    )
     args, pipeline_args = parser.parse_known_args(argv)
     if not args.output and not args.output_table:
         parser.error("give --output FOLDER and/or --output_table DATASET.TABLE")

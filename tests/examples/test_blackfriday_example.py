@@ -58,9 +58,12 @@ def test_the_sql_statement_labels_the_top_decile(warehouse: Path, purchases: pa.
     assert 0.09 <= vip_share <= 0.11
 
 
-def test_beam_and_sql_agree_row_for_row(warehouse: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["batched", "per_row"])
+def test_beam_and_sql_agree_row_for_row(warehouse: Path, tmp_path: Path, mode: str) -> None:
     out = tmp_path / "out"
     args = ["--warehouse", str(warehouse), "--output_table", "features.vip_users"]
+    if mode == "per_row":
+        args.append("--per_row")
     assert run_pipeline(PIPELINE, [*args, "--output", str(out)]) == 0
     expected = sql_users(warehouse)
     connection = connect(warehouse, read_only=True)

@@ -26,6 +26,7 @@ from mlengine.beam import _compat
 _compat.import_beam()
 _compat.install_offline_direct_runner()
 
+from mlengine.beam._aggregate import AGGREGATES, AggregatePerKey  # noqa: E402
 from mlengine.beam._example import encode_example  # noqa: E402
 from mlengine.beam._launch import (  # noqa: E402
     RUNNERS,
@@ -44,7 +45,9 @@ from mlengine.beam._stats import PercentileCont, percentile_cont  # noqa: E402
 from mlengine.beam._warehouse import ReadFromWarehouse, WriteToWarehouse  # noqa: E402
 
 __all__ = [
+    "AGGREGATES",
     "RUNNERS",
+    "AggregatePerKey",
     "HashSplit",
     "PercentileCont",
     "ReadFromWarehouse",
