@@ -55,6 +55,18 @@ def by_sql(table: pa.Table) -> list[dict[str, Any]]:
             for row in result.to_pylist()]  # fmt: skip
 
 
+def warehouse_with(table: pa.Table, path: Path) -> Path:
+    """A warehouse file holding `table` as ``shop.t``."""
+    connection = connect(path)
+    try:
+        connection.register("source", table)
+        connection.execute("CREATE SCHEMA shop")
+        connection.execute("CREATE TABLE shop.t AS SELECT * FROM source")
+    finally:
+        connection.close()
+    return path
+
+
 def key(row: dict[str, Any]) -> tuple[bool, int]:
     return (row["user_id"] is None, row["user_id"] or 0)
 
@@ -72,14 +84,7 @@ def test_partial_results_merge_to_the_sql_answer(seed: int) -> None:
 
 def test_pipeline_over_warehouse_batches_equals_group_by(tmp_path: Path) -> None:
     table = purchases(7, 5_000)
-    path = tmp_path / "warehouse.duckdb"
-    connection = connect(path)
-    try:
-        connection.register("source", table)
-        connection.execute("CREATE SCHEMA shop")
-        connection.execute("CREATE TABLE shop.t AS SELECT * FROM source")
-    finally:
-        connection.close()
+    path = warehouse_with(table, tmp_path / "warehouse.duckdb")
     with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions([])) as pipeline:
         rows = (
             pipeline
@@ -125,14 +130,7 @@ def test_read_refuses_an_unknown_output(tmp_path: Path) -> None:
 
 def test_arrow_output_streams_the_same_rows_as_dicts(tmp_path: Path) -> None:
     table = purchases(11, 2_000)
-    path = tmp_path / "warehouse.duckdb"
-    connection = connect(path)
-    try:
-        connection.register("source", table)
-        connection.execute("CREATE SCHEMA shop")
-        connection.execute("CREATE TABLE shop.t AS SELECT * FROM source")
-    finally:
-        connection.close()
+    path = warehouse_with(table, tmp_path / "warehouse.duckdb")
     query = "SELECT user_id, SUM(amount) AS total FROM shop.t GROUP BY user_id"  # HUGEINT sum
     with beam.Pipeline() as pipeline:
         batches = pipeline | "Arrow" >> ReadFromWarehouse(
