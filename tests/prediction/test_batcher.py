@@ -493,6 +493,29 @@ async def test_a_model_that_waits_goes_back_to_the_thread_after_one_call_on_the_
     await batcher.close()
 
 
+async def test_run_exclusive_never_overlaps_a_model_call(model: FakeModel) -> None:
+    batcher = MicroBatcher(model, inline_below_s=0)
+    model.gate.clear()
+    in_flight = asyncio.create_task(batcher.predict(["a"]))
+    await asyncio.to_thread(model.entered.wait, 10)  # the model is busy now
+    events: list[str] = []
+
+    def other_use() -> str:
+        events.append(f"other use, batch done: {in_flight.done()}")
+        return "examples"
+
+    exclusive = asyncio.create_task(batcher.run_exclusive(other_use))
+    await asyncio.sleep(0.05)
+    assert events == []  # waits for the model call to end
+    model.gate.set()
+    assert await exclusive == "examples"
+    assert await in_flight == ["a"]
+    assert len(events) == 1
+    await batcher.close()
+    with pytest.raises(Unavailable):
+        await batcher.run_exclusive(other_use)
+
+
 async def test_a_given_executor_gets_every_call() -> None:
     model = FakeModel(cost_s=0.0)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="given") as executor:

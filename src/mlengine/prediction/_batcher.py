@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import copy
 import dataclasses
+import functools
 import itertools
 import logging
 import re
@@ -19,7 +20,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -28,6 +29,8 @@ from mlengine.errors import OperationFailed, Unavailable, invalid_field
 __all__ = ["BatcherStats", "MicroBatcher"]
 
 logger = logging.getLogger("mlengine.prediction.batcher")
+
+_T = TypeVar("_T")
 
 PredictFunction = Callable[[list[Any], Mapping[str, Any]], Sequence[Any]]
 """``predict(instances, options) -> outputs``: one output per instance, in order."""
@@ -166,6 +169,7 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
+        self._model_lock: asyncio.Lock | None = None
         self._requests = 0
         self._batches = 0
         self._instances = 0
@@ -265,6 +269,23 @@ class MicroBatcher:
                 elif not chunk.future.cancelled():
                     chunk.future.exception()  # retrieved: a later chunk's error is not logged
 
+    async def run_exclusive(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` on the model's executor, while no batch is being predicted: for
+        other uses of the model (deriving its example input, say) that must not overlap a
+        model call.
+
+        Raises:
+            Unavailable: the batcher is closed.
+            Exception: what `function` raised.
+        """
+        if self._closed:
+            raise Unavailable(f"The model {self.name or 'version'} is being unloaded.")
+        loop = asyncio.get_running_loop()
+        self._start(loop)
+        assert self._model_lock is not None
+        async with self._model_lock:
+            return await loop.run_in_executor(self._executor, functools.partial(function, *args))
+
     async def close(self) -> None:
         """Stop taking requests; return once every queued and in-flight request is answered.
 
@@ -303,6 +324,7 @@ class MicroBatcher:
                 max_workers=1, thread_name_prefix=f"mlengine-predict-{self.name}"
             )
         self._loop = loop
+        self._model_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._task = loop.create_task(self._run(self._wakeup), name=f"batcher-{self.name}")
         self._task.add_done_callback(self._on_loop_done)
@@ -393,15 +415,17 @@ class MicroBatcher:
         self._in_flight = batch
         inline = self._mean_call_s is not None and self._mean_call_s < self.inline_below_s
         cost = 0.0
+        assert self._model_lock is not None
         try:
-            if inline:
-                started = time.perf_counter()
-                outcomes, calls = self._call_isolating(parts, batch[0].options)
-                cost = time.perf_counter() - started  # what the loop waited
-            else:
-                outcomes, calls, cost = await loop.run_in_executor(
-                    self._executor, self._call_timed, parts, batch[0].options
-                )
+            async with self._model_lock:  # no `run_exclusive` call meanwhile
+                if inline:
+                    started = time.perf_counter()
+                    outcomes, calls = self._call_isolating(parts, batch[0].options)
+                    cost = time.perf_counter() - started  # what the loop waited
+                else:
+                    outcomes, calls, cost = await loop.run_in_executor(
+                        self._executor, self._call_timed, parts, batch[0].options
+                    )
         except Exception as exc:  # the executor refused the call (e.g. it was shut down)
             outcomes = [_cannot_call(self.name, exc) for _ in batch]
             calls = 0

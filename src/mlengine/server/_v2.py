@@ -385,7 +385,7 @@ async def _signature(
     inputs: list[Any] = []
     outputs: list[Any] = []
     try:
-        examples = await run_in_threadpool(entry.predictor.example_instances)
+        examples = await entry.batcher.run_exclusive(entry.predictor.example_instances)
     except Exception:
         examples = None
     if examples:
