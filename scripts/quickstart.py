@@ -1,4 +1,5 @@
-"""The end-to-end demo of `make quickstart`: train the iris example as a queued job.
+"""The end-to-end demo of `make quickstart`: explore the iris sample with SQL, train the iris
+example as a queued job, deploy its model and predict.
 
 Uses the embedded defaults (``~/.mlengine``: SQLite metadata, local artifacts, a local server
 started on demand) and shows what a user of ``gcloud ai-platform`` would do, with ``mlengine``.
@@ -25,8 +26,15 @@ def mlengine(*args: str) -> None:
 
 
 def main() -> None:
-    """Train the iris example as a job, then deploy its model as a version and predict."""
+    """Explore the iris sample with SQL, train the iris example as a job, then deploy its
+    model as a version and predict."""
     settings = Settings.load()
+    mlengine("datasets", "load-sample", "iris")
+    mlengine(
+        "sql",
+        "SELECT species, COUNT(*) AS flowers, ROUND(AVG(petal_length), 2) AS avg_petal_length "
+        "FROM samples.iris GROUP BY species ORDER BY species",
+    )
     job_id = time.strftime("iris_%Y%m%d_%H%M%S")
     job_dir = settings.home_path / "quickstart" / job_id
     mlengine(
