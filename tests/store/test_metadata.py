@@ -66,6 +66,50 @@ def test_upgrade_is_idempotent(store: MetadataStore) -> None:
     assert store.get_job("p", "a").job_id == "a"
 
 
+_MIGRATE_TOGETHER = """
+import sys, time
+from pathlib import Path
+from mlengine.store import MetadataStore
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+MetadataStore(sys.argv[1]).upgrade()
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_that_start_together_each_migrate_a_fresh_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """As `server run --workers N` on a new home: every worker migrates at once."""
+    import subprocess
+    import sys
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh' / 'metadata.db'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres_url"), f"t_{uuid.uuid4().hex[:12]}")
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MIGRATE_TOGETHER, url, str(go)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    go.touch()
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr[-2000:]
+    store = MetadataStore(url)
+    try:
+        store.insert_job(job("after"))
+        assert store.get_job("p", "after").job_id == "after"
+    finally:
+        store.dispose()
+
+
 def test_insert_get_round_trip(store: MetadataStore) -> None:
     record = job("a", labels={"team": "ml"})
     store.insert_job(record)

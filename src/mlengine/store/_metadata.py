@@ -18,7 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, and_, create_engine, delete, event, exists, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -102,6 +114,9 @@ def _record(row: JobRow, labels: Mapping[str, str]) -> JobRecord:
     )
 
 
+_MIGRATION_LOCK_KEY = 0x6D6C656E67696E65  # "mlengine": the PostgreSQL advisory lock
+
+
 class MetadataStore:
     """Jobs, labels and scheduler leases in one SQL database.
 
@@ -167,11 +182,38 @@ class MetadataStore:
             "script_location", str(resources.files("mlengine.store") / "migrations")
         )
         try:
-            with self.engine.begin() as connection:
+            with self._migration_lock(), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":  # one migrating server at a time
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as error:
             raise StoreUnavailable(f"Cannot migrate the metadata database: {error.orig}") from error
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """For a SQLite file, an exclusive lock on ``<file>.migrate.lock`` while migrating:
+        processes that start together (``server run --workers N``) would otherwise both try to
+        create the schema, and SQLite refuses the second writer at once ("database is locked")
+        instead of waiting. (PostgreSQL: an advisory lock, taken in the migration itself.)"""
+        path = self.url.split("///", 1)[-1] if self.url.startswith("sqlite") else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no cross-process lock
+            yield
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.migrate.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def dispose(self) -> None:
         """Close pooled connections."""
