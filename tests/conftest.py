@@ -113,8 +113,9 @@ def settings(home: Path) -> Settings:
 class ServerProcess:
     """A real ``mlengine server run`` process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *args: str) -> None:
         self.settings = settings
+        self.args = args  # more `server run` options, e.g. "--workers", "2"
         self.url = settings.api_url
         self.process: subprocess.Popen[bytes] | None = None
         self.log = settings.home_path / "test-server.log"
@@ -123,7 +124,16 @@ class ServerProcess:
         self.settings.home_path.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlengine", "server", "run", "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "mlengine",
+                    "server",
+                    "run",
+                    "--log-level",
+                    "warning",
+                    *self.args,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ),

@@ -263,3 +263,28 @@ def test_batching_labels_and_delete_waits_for_requests_in_flight(
     assert gone.status_code == 404
     with pytest.raises(NotFound):
         client.versions.get("held", "v1")
+
+
+def test_several_workers_start_on_a_new_home_and_serve_predictions(
+    settings: Settings, model_dirs: dict[str, Path]
+) -> None:
+    """`server run --workers 2` on a fresh MLENGINE_HOME: both workers migrate the new database
+    together at start-up, and either one answers predictions."""
+    server = ServerProcess(settings, "--workers", "2").start()
+    try:
+        with mlengine.Client(settings=settings, autostart=False) as client:
+            client.models.create("multi")
+            assert client.versions.create("multi", "v1", model_dirs["forest"])["state"] == "READY"
+        forest = joblib.load(model_dirs["forest"] / "model.joblib")
+        rows = IRIS.data[::25].tolist()
+        expected = {"predictions": forest.predict(np.array(rows)).tolist()}
+        for _ in range(10):  # a new connection each time: either worker may answer
+            answer = httpx.post(
+                f"{server.url}/v1/projects/default/models/multi:predict",
+                json={"instances": rows},
+                timeout=30,
+            )
+            assert answer.status_code == 200 and answer.json() == expected
+        assert "Traceback" not in server.log.read_text()
+    finally:
+        server.stop()
