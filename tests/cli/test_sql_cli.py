@@ -179,7 +179,6 @@ def test_datasets_commands(home: Path, tmp_path: Path) -> None:
 
 
 def test_load_sample_then_the_tutorial_query(home: Path) -> None:
-    pytest.importorskip("mlengine.data.samples")
     loaded = invoke("datasets", "load-sample", "natality", "--rows", "200", "--seed", "3")
     assert loaded.exit_code == 0, loaded.output
     assert "Loaded samples.natality (200 rows)" in loaded.stderr

@@ -185,7 +185,6 @@ def test_project_qualified_names(warehouse: Warehouse, files: Path) -> None:
 
 
 def test_load_sample_creates_the_samples_table(warehouse: Warehouse) -> None:
-    pytest.importorskip("mlengine.data.samples")
     info = warehouse.load_sample("iris", rows=20, seed=1)
     assert (info.name, info.kind, info.rows) == ("samples.iris", "table", 20)
     again = warehouse.load_sample("iris", rows=10, seed=1)

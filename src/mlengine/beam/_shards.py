@@ -18,6 +18,7 @@ through Beam's FileSystems, so local paths and (with ``apache-beam[gcp]``) ``gs:
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import io
@@ -190,17 +191,17 @@ class WriteChunks(beam.DoFn):
         return path
 
 
-class Committer:
+class Committer(abc.ABC):
     """The once-only step 2 of a chunked write (module docstring). Plain and picklable: it
     travels to the worker that runs it."""
 
+    @abc.abstractmethod
     def commit(self, chunks: list[str], temp_dir: str) -> Iterable[Any]:
         """Turn the chunk files into the final output; yields the transform's output.
 
         Raises:
             MLEngineError: the output cannot be written (the pipeline then fails).
         """
-        raise NotImplementedError
 
 
 class _Commit(beam.DoFn):
@@ -246,7 +247,7 @@ class ChunkedWrite(beam.PTransform):
 # -- file formats -------------------------------------------------------------------------------
 
 
-class _Format:
+class _Format(abc.ABC):
     """Writes Arrow tables into one open shard file."""
 
     suffix = ""
@@ -255,11 +256,13 @@ class _Format:
         self.handle = handle
         self.schema = schema
 
+    @abc.abstractmethod
     def write(self, table: pa.Table) -> None:
-        raise NotImplementedError
+        """Append `table`'s rows to the file."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # a hook: most formats have nothing to finish
         """Finish the file (the caller closes the handle)."""
+        return None
 
 
 class _Parquet(_Format):
