@@ -79,6 +79,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _proc import group_rss_bytes, machine_busy_s
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "examples" / "blackfriday"
 VIP_SQL = EXAMPLE / "vip.sql"
@@ -316,45 +318,10 @@ def child_main(argv: Sequence[str]) -> int:
 
 # -- running one path -------------------------------------------------------------------------
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds all CPUs spent busy since boot (not idle, not waiting for I/O)."""
-    try:
-        with open("/proc/stat") as file:
-            values = [int(v) for v in file.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
-
 
 def _own_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def _group_rss_bytes(pgid: int) -> int | None:
-    """Resident bytes of the live processes of process group `pgid`, from /proc."""
-    total = 0
-    try:
-        entries = list(os.scandir("/proc"))
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as file:
-                data = file.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:  # pgrp; rss (pages) is field 24
-            total += int(fields[21]) * _PAGE_SIZE
-    return total
 
 
 class _GroupSampler(threading.Thread):
@@ -368,7 +335,7 @@ class _GroupSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
-            value = _group_rss_bytes(self.pgid)
+            value = group_rss_bytes(self.pgid)
             if value is not None:
                 self.peak = max(self.peak, value)
             self._done.wait(GROUP_SAMPLE_S)
@@ -415,7 +382,7 @@ def run_measured(
         out = stack.enter_context(out_path.open("w"))
         err = stack.enter_context(err_path.open("w"))
         source = stack.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
-        busy_before, own_before = _machine_busy_s(), _own_cpu_s()
+        busy_before, own_before = machine_busy_s(), _own_cpu_s()
         started = time.perf_counter()
         try:
             process = subprocess.Popen(
@@ -445,7 +412,7 @@ def run_measured(
         finally:
             timer.cancel()
         wall = time.perf_counter() - started
-        busy_after, own_after = _machine_busy_s(), _own_cpu_s()
+        busy_after, own_after = machine_busy_s(), _own_cpu_s()
         process.returncode = os.waitstatus_to_exitcode(status)
         group_peak = sampler.stop() if sampler is not None else None
         with contextlib.suppress(ProcessLookupError, PermissionError):

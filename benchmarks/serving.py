@@ -75,6 +75,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _proc import group_cpu_s, machine_busy_s
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MLFLOW_VENV = REPO_ROOT / ".venv-bench-mlflow"
 MLFLOW_MARKER = ".mlengine-bench-installed"
@@ -309,41 +311,6 @@ def _pinned(cpus: frozenset[int] | None) -> Any:
 
 # -- CPU accounting ------------------------------------------------------------------------
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _group_cpu_s(pgid: int) -> float | None:
-    """CPU seconds (user + system, all threads) used so far by the live processes of the
-    process group `pgid`, from /proc; None without /proc."""
-    total = 0
-    try:
-        entries = list(os.scandir("/proc"))
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as file:
-                data = file.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:  # pgrp; utime and stime are fields 14 and 15
-            total += int(fields[11]) + int(fields[12])
-    return total / _CLOCK_TICKS
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds all CPUs spent busy since boot (not idle, not waiting for I/O)."""
-    try:
-        with open("/proc/stat") as file:
-            values = [int(v) for v in file.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
-
 
 @dataclass
 class CpuSample:
@@ -355,8 +322,8 @@ class CpuSample:
     def take(cls, server_pgid: int | None) -> CpuSample:
         times = os.times()
         own = times.user + times.system + times.children_user + times.children_system
-        server = None if server_pgid is None else _group_cpu_s(server_pgid)
-        return cls(server, _machine_busy_s(), own)
+        server = None if server_pgid is None else group_cpu_s(server_pgid)
+        return cls(server, machine_busy_s(), own)
 
 
 def _cpu_delta(before: CpuSample, after: CpuSample) -> tuple[float | None, float | None]:
