@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mlengine.errors import InvalidArgument, OperationFailed, Unavailable
-from mlengine.prediction._batcher import BatcherStats, MicroBatcher
+from mlengine.prediction._batcher import WAITS_BEFORE_THREAD, BatcherStats, MicroBatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -481,15 +481,37 @@ async def test_slow_model_calls_stay_on_the_thread() -> None:
     await batcher.close()
 
 
-async def test_a_model_that_waits_goes_back_to_the_thread_after_one_call_on_the_loop() -> None:
+async def test_a_model_that_waits_goes_back_to_the_thread_after_a_few_calls_on_the_loop() -> None:
     model = FakeModel(cost_s=0.05)  # sleeps: little CPU on its thread, a long wait on the loop
     batcher = MicroBatcher(model, inline_below_s=0.005)
-    for n in range(5):
+    for n in range(6):
         assert await batcher.predict([f"x{n}"]) == [f"x{n}"]
     loop_thread = threading.current_thread().name
     on_loop = [n for n, name in enumerate(model.call_threads) if name == loop_thread]
-    assert on_loop == [1]  # measured on the thread first, tried once on the loop, sent back
+    # measured on the thread first, tried on the loop, sent back after WAITS_BEFORE_THREAD
+    assert on_loop == list(range(1, 1 + WAITS_BEFORE_THREAD))
     assert batcher.inline_below_s == 0.0
+    await batcher.close()
+
+
+async def test_a_lone_slow_call_on_the_loop_does_not_move_the_model() -> None:
+    """A call the host stalled (a virtual machine's CPU taken away for a while) looks like a
+    wait once; the model stays on the loop, and the calls after it run there too."""
+    stalls = {2}  # the third call stalls
+    calls: list[str] = []
+
+    def model(instances: list[Any], options: Mapping[str, Any]) -> list[Any]:
+        calls.append(threading.current_thread().name)
+        if len(calls) - 1 in stalls:
+            time.sleep(0.05)
+        return list(instances)
+
+    batcher = MicroBatcher(model, inline_below_s=0.005)
+    for n in range(6):
+        assert await batcher.predict([f"x{n}"]) == [f"x{n}"]
+    loop_thread = threading.current_thread().name
+    assert [n for n, name in enumerate(calls) if name == loop_thread] == [1, 2, 3, 4, 5]
+    assert batcher.inline_below_s == 0.005
     await batcher.close()
 
 

@@ -37,6 +37,9 @@ PredictFunction = Callable[[list[Any], Mapping[str, Any]], Sequence[Any]]
 
 _INSTANCE = re.compile(r"\b(instance )(\d+)", re.IGNORECASE)
 
+WAITS_BEFORE_THREAD = 3
+"""Calls in a row on the event loop that mostly waited, before a model goes to its thread."""
+
 
 @dataclasses.dataclass(frozen=True)
 class BatcherStats:
@@ -103,9 +106,12 @@ class MicroBatcher:
     average, as measured so far; the interpreter's thread switch interval, 5 ms, by default)
     is called on the loop itself: handing such a call to a thread and back costs more CPU than
     it saves, since the two threads share the GIL (measured on a 2-core machine: about a third
-    of the server's CPU per request for a 100-tree forest). The first call, and any call after
-    the average rises above the limit, runs on the thread; a call on the loop that takes more
-    than twice the limit (a model waiting on I/O, say) sends the model to the thread for good.
+    of the server's CPU per request for a 100-tree forest). Calls are measured in CPU time, on
+    whichever thread makes them. The first call, and any call after the average rises above
+    the limit, runs on the thread. A model that waits rather than computes (on I/O, say) is
+    sent to the thread for good once `WAITS_BEFORE_THREAD` calls in a row on the loop each
+    blocked it for longer than the limit while using less than half of that time on the CPU;
+    a lone slow call (the host pausing the virtual machine, say) does not move it.
     Whatever the executor, a batcher makes at most one model call at a time: models that are
     not thread-safe need nothing more.
 
@@ -162,6 +168,7 @@ class MicroBatcher:
         limit = sys.getswitchinterval() if inline_below_s is None else float(inline_below_s)
         self.inline_below_s = limit if executor is None else 0.0
         self._mean_call_s: float | None = None
+        self._waits_in_a_row = 0
         self._groups: dict[bytes, deque[_Chunk]] = {}
         self._queued: dict[bytes, int] = {}
         self._in_flight: list[_Chunk] = []
@@ -414,14 +421,15 @@ class MicroBatcher:
         parts = [chunk.instances for chunk in batch]
         self._in_flight = batch
         inline = self._mean_call_s is not None and self._mean_call_s < self.inline_below_s
-        cost = 0.0
+        cost = blocked = 0.0
         assert self._model_lock is not None
         try:
             async with self._model_lock:  # no `run_exclusive` call meanwhile
                 if inline:
-                    started = time.perf_counter()
+                    started, started_cpu = time.perf_counter(), time.thread_time()
                     outcomes, calls = self._call_isolating(parts, batch[0].options)
-                    cost = time.perf_counter() - started  # what the loop waited
+                    cost = time.thread_time() - started_cpu
+                    blocked = time.perf_counter() - started  # what the loop waited
                 else:
                     outcomes, calls, cost = await loop.run_in_executor(
                         self._executor, self._call_timed, parts, batch[0].options
@@ -432,7 +440,7 @@ class MicroBatcher:
         finally:
             self._in_flight = []
         if calls:
-            self._measured(cost / calls, inline)
+            self._measured(cost / calls, blocked / calls if inline else None)
         self._batches += calls
         for chunk, outcome in zip(batch, outcomes, strict=True):
             if chunk.future.done():
@@ -447,16 +455,20 @@ class MicroBatcher:
         if inline:  # let the answers go out, and new requests in, before the next batch
             await asyncio.sleep(0)
 
-    def _measured(self, call_s: float, inline: bool) -> None:
-        """Account for one model call: `call_s` is the loop's wait for an inline call, the
-        calling thread's CPU time for one on the thread (its wall time would count the
-        turns the loop took on the GIL meanwhile, and keep a short model off the loop)."""
-        if inline and call_s > 2 * self.inline_below_s:
-            # misjudged (e.g. the model waits on I/O or on threads of its own): a call that
-            # blocks the loop this long goes to the thread from now on
-            self.inline_below_s = 0.0
+    def _measured(self, cpu_s: float, blocked_s: float | None) -> None:
+        """Account for one model call: `cpu_s` is the CPU time it took on the thread that made
+        it (wall time on the model's own thread would count the loop's turns on the GIL
+        meanwhile, and keep a short model off the loop); `blocked_s`, for a call on the loop,
+        is how long the loop waited for it."""
+        if blocked_s is not None:
+            waited = blocked_s > self.inline_below_s and cpu_s < blocked_s / 2
+            self._waits_in_a_row = self._waits_in_a_row + 1 if waited else 0
+            if self._waits_in_a_row >= WAITS_BEFORE_THREAD:
+                # the model waits on something (I/O, threads of its own) while it holds the
+                # loop: its calls go to the thread from now on
+                self.inline_below_s = 0.0
         mean = self._mean_call_s
-        self._mean_call_s = call_s if mean is None else 0.8 * mean + 0.2 * call_s
+        self._mean_call_s = cpu_s if mean is None else 0.8 * mean + 0.2 * cpu_s
 
     def _call_timed(
         self, parts: list[list[Any]], options: Mapping[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,44 @@ def test_regressors_are_bit_identical(forest_class: Any) -> None:
     shortcut = forest_shortcut(forest)
     assert shortcut is not None
     np.testing.assert_array_equal(shortcut.predict(queries), forest.predict(queries))
+
+
+@pytest.mark.parametrize("rows_per_block", [7, None], ids=["small-blocks", "default-blocks"])
+def test_batches_larger_than_one_gather_block_are_bit_identical(rows_per_block: int | None) -> None:
+    features, target, _ = _data(4)
+    classes = np.digitize(target, [-1.0, 1.0])
+    forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(features, classes)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None
+    if rows_per_block is not None:
+        shortcut._rows_per_block = rows_per_block
+    queries = np.random.default_rng(5).normal(size=(97 if rows_per_block else 40_000, 5))
+    assert len(queries) > shortcut._rows_per_block  # several blocks, the last one partial
+    np.testing.assert_array_equal(shortcut.predict_proba(queries), forest.predict_proba(queries))
+    np.testing.assert_array_equal(shortcut.predict(queries), forest.predict(queries))
+
+
+@pytest.mark.parametrize("forest_class", CLASSIFIERS + REGRESSORS)
+@pytest.mark.parametrize(
+    "value", [np.inf, -np.inf, 1e300, np.nan], ids=["inf", "-inf", "huge", "nan"]
+)
+def test_values_the_forest_refuses_get_its_own_error(forest_class: Any, value: float) -> None:
+    """The shortcut's own fast input check lets through only what the forest's check takes."""
+    features, target, queries = _data(6)
+    forest = forest_class(n_estimators=5, random_state=0).fit(features, target > 0)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None
+    queries[3, 2] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's own cast to float32
+        try:
+            expected = forest.predict(queries)
+        except ValueError as error:
+            with pytest.raises(ValueError) as raised:
+                shortcut.predict(queries)
+            assert str(raised.value) == str(error)
+        else:
+            np.testing.assert_array_equal(shortcut.predict(queries), expected)
 
 
 def test_missing_values_take_the_same_branches() -> None:

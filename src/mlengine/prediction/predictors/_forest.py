@@ -3,10 +3,12 @@
 ``RandomForestClassifier.predict`` dispatches one joblib task per tree and validates the input
 once per tree, even with ``n_jobs=1``: about 4 ms per call for 100 trees, whatever the row
 count (DESIGN.md §7), which is most of what an online prediction of a few rows costs. The
-shortcut validates the input once with the forest's own check, then calls each tree's
-``tree_.predict`` (the Cython routine the trees' ``predict_proba``/``predict`` wrap) and sums in
-the estimators' order, exactly as the forest does with ``n_jobs=1``: the outputs are
-bit-identical (the conformance tests compare them), at about 0.6 ms per call for 100 trees.
+shortcut validates the input once with the forest's own check, finds each tree's leaves with
+``tree_.apply`` (the Cython routine under the trees' ``predict_proba``/``predict``), looks all
+the leaves' values up in one gather from the trees' value tables laid end to end, and sums them
+in the estimators' order, exactly as the forest does with ``n_jobs=1``: the outputs are
+bit-identical (the conformance tests compare them), at about 0.3 ms per call of a few rows for
+100 trees, and ~10% less than tree-by-tree ``tree_.predict`` on a batch of 1024 rows.
 
 Only the exact forest classes with one output are taken, alone or as the last step of a plain
 ``Pipeline``; anything else (subclasses, multi-output forests, sparse inputs) goes through the
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ForestShortcut", "forest_shortcut", "shortcut_call"]
+
+_BLOCK_VALUES = 1 << 20
 
 
 class ForestShortcut:
@@ -37,20 +41,51 @@ class ForestShortcut:
         self.transform = transform
         self.classifier = bool(is_classifier(forest))
         self.trees = [estimator.tree_ for estimator in forest.estimators_]
+        # plain float arrays are checked here when the forest was fitted without column names
+        self._plain_arrays = getattr(forest, "feature_names_in_", None) is None
+        self._n_features = int(forest.n_features_in_)
+        self._allow_nan = bool(forest.estimators_[0]._support_missing_values(np.empty((1, 1))))
         self.n_classes = int(forest.n_classes_) if self.classifier else 1
+        tables = [np.asarray(tree.value)[:, 0, : self.n_classes] for tree in self.trees]
+        self._values = np.ascontiguousarray(np.concatenate(tables), dtype=np.float64)
+        starts = np.cumsum([0] + [len(table) for table in tables[:-1]])
+        self._first_node = starts.astype(np.intp)[:, None]  # of each tree, in `_values`
+        # rows per gather, so that the (trees, rows, outputs) block stays near 8 MB
+        self._rows_per_block = max(256, _BLOCK_VALUES // (len(self.trees) * self.n_classes))
 
     def _validated(self, inputs: Any) -> np.ndarray:
         if self.transform is not None:
             inputs = self.transform(inputs)
+        elif self._plain_arrays and _is_float_matrix(inputs, self._n_features):
+            # what the forest's own check does to a float array with the right width, in
+            # ~5 us instead of ~150: cast to C-ordered float32; anything it would refuse
+            # (infinity, a value too large for float32, NaN where the trees take none) goes
+            # to that check below, for its own error
+            with np.errstate(over="ignore"):
+                array = np.ascontiguousarray(inputs, dtype=np.float32)
+            refused = np.isinf(array).any() if self._allow_nan else not np.isfinite(array).all()
+            if not refused:
+                return array
         array = self.forest._validate_X_predict(inputs)
         if not isinstance(array, np.ndarray):  # sparse: the forest's own path handles it
             raise _NotShortcut
         return array
 
     def _summed(self, array: np.ndarray) -> np.ndarray:
-        total = np.zeros((array.shape[0], self.n_classes), dtype=np.float64)
-        for tree in self.trees:
-            total += tree.predict(array)[:, : self.n_classes]
+        """The trees' mean output per row: leaves by tree, values in one gather, summed along
+        the trees axis (numpy adds tree after tree there, the forest's own order)."""
+        rows = array.shape[0]
+        total = np.empty((rows, self.n_classes), dtype=np.float64)
+        leaves = np.empty((len(self.trees), min(rows, self._rows_per_block)), dtype=np.intp)
+        for start in range(0, rows, self._rows_per_block):
+            block = array[start : start + self._rows_per_block]
+            found = leaves[:, : block.shape[0]]
+            for index, tree in enumerate(self.trees):
+                found[index] = tree.apply(block)
+            found += self._first_node
+            np.add.reduce(
+                self._values.take(found, axis=0), axis=0, out=total[start : start + len(block)]
+            )
         total /= len(self.trees)
         return total
 
@@ -64,6 +99,16 @@ class ForestShortcut:
         if self.classifier:
             return self.forest.classes_.take(np.argmax(summed, axis=1), axis=0)
         return summed[:, 0]
+
+
+def _is_float_matrix(inputs: Any, width: int) -> bool:
+    return (
+        type(inputs) is np.ndarray
+        and inputs.ndim == 2
+        and inputs.shape[0] > 0
+        and inputs.shape[1] == width
+        and inputs.dtype.kind == "f"
+    )
 
 
 class _NotShortcut(Exception):
