@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
+from mlengine._processes import process_exists
 from mlengine.config import Settings
 from mlengine.errors import InvalidArgument, Unavailable
 
@@ -157,16 +158,6 @@ def _tail(path: Path, lines: int = 10) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_local_server(settings: Settings, timeout: float = 20.0) -> int | None:
     """Stop the background server of this ``MLENGINE_HOME``; return its pid, or None when
     none ran. Jobs keep running; the next server adopts them.
@@ -180,19 +171,19 @@ def stop_local_server(settings: Settings, timeout: float = 20.0) -> int | None:
     answer = health(settings)
     if answer is not None and answer.get("home") == settings.home:
         pid = int(answer["pid"])
-    if pid is None or not _alive(pid):
+    if pid is None or not process_exists(pid):
         _state_file(settings).unlink(missing_ok=True)
         return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and process_exists(pid):
         _reap(pid)
         time.sleep(0.1)
-    if _alive(pid):
+    if process_exists(pid):
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         _reap(pid)
-        if _alive(pid):
+        if process_exists(pid):
             raise Unavailable(f"The mlengine server (pid {pid}) did not stop.")
     _state_file(settings).unlink(missing_ok=True)
     return pid

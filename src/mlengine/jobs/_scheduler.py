@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from mlengine._processes import process_exists
 from mlengine.config import Settings
 from mlengine.errors import MLEngineError
 from mlengine.jobs._environment import TrainerEnvironments
@@ -189,13 +190,7 @@ class Scheduler:
         pid_text = rest.partition(":")[0]
         if host != socket.gethostname() or not pid_text.isdigit():
             return None
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            return owner
-        except PermissionError:
-            return None
-        return None
+        return None if process_exists(int(pid_text)) else owner
 
     def _submit(self, job: JobRecord, work: Any) -> None:
         key = (job.project, job.job_id)

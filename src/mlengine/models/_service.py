@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlengine._processes import process_exists
 from mlengine.config import Settings
 from mlengine.errors import FailedPrecondition, InvalidArgument, MLEngineError, NotFound
 from mlengine.jobs._resource import validate_labels
@@ -425,13 +426,7 @@ def _owner_is_dead(owner: str | None) -> bool:
     host, _, pid = (owner or "").partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_exists(int(pid))
 
 
 def _remove(uri: str) -> None:

@@ -6,10 +6,11 @@ import base64
 import dataclasses
 import datetime as dt
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute
 
 from mlengine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from mlengine.store._metadata import MetadataStore, _aware, _naive_utc
@@ -73,6 +74,8 @@ class OperationRecord:
 
 _TIMES = ("create_time", "start_time", "end_time", "last_use_time")
 
+_Record = TypeVar("_Record", ModelRecord, VersionRecord, OperationRecord)
+
 
 def _row_values(record: Any) -> dict[str, Any]:
     values = dataclasses.asdict(record)
@@ -135,27 +138,19 @@ class RegistryStore:
     def get_model(self, project: str, name: str) -> ModelRecord:
         """Raises:
         NotFound: no such model."""
-        with self.metadata._session() as session:
-            row = session.get(ModelRow, (project, name))
-            if row is None:
-                raise NotFound(f"Model projects/{project}/models/{name} not found.")
-            record: ModelRecord = _from_row(ModelRecord, row)
-            return record
+        return self._get(
+            ModelRecord,
+            ModelRow,
+            (project, name),
+            f"Model projects/{project}/models/{name} not found.",
+        )
 
     def list_models(
         self, project: str, page_size: int = 20, page_token: str | None = None
     ) -> tuple[list[ModelRecord], str | None]:
         """One page of a project's models, by name."""
         query = select(ModelRow).where(ModelRow.project == project)
-        after = _after(page_token)
-        if after is not None:
-            query = query.where(ModelRow.name > after)
-        query = query.order_by(ModelRow.name).limit(page_size + 1)
-        with self.metadata._session() as session:
-            rows = list(session.scalars(query))
-            records = [_from_row(ModelRecord, row) for row in rows[:page_size]]
-        token = _token(records[-1].name) if len(rows) > page_size else None
-        return records, token
+        return self._page(ModelRecord, query, ModelRow.name, page_size, page_token)
 
     def update_model(self, project: str, name: str, **changes: Any) -> None:
         """Change fields of a model.
@@ -216,14 +211,12 @@ class RegistryStore:
     def get_version(self, project: str, model: str, name: str) -> VersionRecord:
         """Raises:
         NotFound: no such version (or model)."""
-        with self.metadata._session() as session:
-            row = session.get(VersionRow, (project, model, name))
-            if row is None:
-                raise NotFound(
-                    f"Version projects/{project}/models/{model}/versions/{name} not found."
-                )
-            record: VersionRecord = _from_row(VersionRecord, row)
-            return record
+        return self._get(
+            VersionRecord,
+            VersionRow,
+            (project, model, name),
+            f"Version projects/{project}/models/{model}/versions/{name} not found.",
+        )
 
     def list_versions(
         self, project: str, model: str, page_size: int = 20, page_token: str | None = None
@@ -235,15 +228,7 @@ class RegistryStore:
         """
         self.get_model(project, model)
         query = select(VersionRow).where(VersionRow.project == project, VersionRow.model == model)
-        after = _after(page_token)
-        if after is not None:
-            query = query.where(VersionRow.name > after)
-        query = query.order_by(VersionRow.name).limit(page_size + 1)
-        with self.metadata._session() as session:
-            rows = list(session.scalars(query))
-            records = [_from_row(VersionRecord, row) for row in rows[:page_size]]
-        token = _token(records[-1].name) if len(rows) > page_size else None
-        return records, token
+        return self._page(VersionRecord, query, VersionRow.name, page_size, page_token)
 
     def versions_in_states(self, states: Collection[str]) -> list[VersionRecord]:
         """Every version (all projects) in one of `states`."""
@@ -326,27 +311,19 @@ class RegistryStore:
     def get_operation(self, project: str, operation_id: str) -> OperationRecord:
         """Raises:
         NotFound: no such operation."""
-        with self.metadata._session() as session:
-            row = session.get(OperationRow, (project, operation_id))
-            if row is None:
-                raise NotFound(f"Operation projects/{project}/operations/{operation_id} not found.")
-            record: OperationRecord = _from_row(OperationRecord, row)
-            return record
+        return self._get(
+            OperationRecord,
+            OperationRow,
+            (project, operation_id),
+            f"Operation projects/{project}/operations/{operation_id} not found.",
+        )
 
     def list_operations(
         self, project: str, page_size: int = 20, page_token: str | None = None
     ) -> tuple[list[OperationRecord], str | None]:
         """One page of a project's operations, by id."""
         query = select(OperationRow).where(OperationRow.project == project)
-        after = _after(page_token)
-        if after is not None:
-            query = query.where(OperationRow.operation_id > after)
-        query = query.order_by(OperationRow.operation_id).limit(page_size + 1)
-        with self.metadata._session() as session:
-            rows = list(session.scalars(query))
-            records = [_from_row(OperationRecord, row) for row in rows[:page_size]]
-        token = _token(records[-1].operation_id) if len(rows) > page_size else None
-        return records, token
+        return self._page(OperationRecord, query, OperationRow.operation_id, page_size, page_token)
 
     def finish_operation(
         self,
@@ -370,3 +347,43 @@ class RegistryStore:
         with self.metadata._session() as session:
             rows = session.scalars(select(OperationRow).where(OperationRow.done.is_(False)))
             return [_from_row(OperationRecord, row) for row in rows]
+
+    # -- shared by the get_* and list_* methods ----------------------------------------------
+    def _get(
+        self, record_type: type[_Record], row_type: Any, key: tuple[str, ...], missing: str
+    ) -> _Record:
+        """The row of `row_type` with primary key `key`, as a `record_type`.
+
+        Raises:
+            NotFound: no such row; `missing` is the message.
+        """
+        with self.metadata._session() as session:
+            row = session.get(row_type, key)
+            if row is None:
+                raise NotFound(missing)
+            record: _Record = _from_row(record_type, row)
+            return record
+
+    def _page(
+        self,
+        record_type: type[_Record],
+        query: Select[Any],
+        order: InstrumentedAttribute[str],
+        page_size: int,
+        page_token: str | None,
+    ) -> tuple[list[_Record], str | None]:
+        """One page of `query`'s rows sorted by the unique column `order`, as `record_type`,
+        and the token of the next page (None on the last page).
+
+        Raises:
+            InvalidArgument: `page_token` is not a token this store gave.
+        """
+        after = _after(page_token)
+        if after is not None:
+            query = query.where(order > after)
+        query = query.order_by(order).limit(page_size + 1)
+        with self.metadata._session() as session:
+            rows = list(session.scalars(query))
+            records = [_from_row(record_type, row) for row in rows[:page_size]]
+        token = _token(getattr(records[-1], order.key)) if len(rows) > page_size else None
+        return records, token

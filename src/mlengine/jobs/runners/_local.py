@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlengine._processes import process_exists
 from mlengine.errors import OperationFailed
 from mlengine.jobs._cluster import (
     allocate_ports,
@@ -287,13 +288,7 @@ def _supervisor_alive(entry: Mapping[str, Any]) -> bool:
 
 def _has_marker(pid: int, marker: str) -> bool:
     if not _HAVE_PROC:  # no way to check for a reused pid: trust it
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return process_exists(pid)
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return marker.encode() in f.read()  # empty for a zombie
