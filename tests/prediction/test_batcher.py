@@ -336,6 +336,21 @@ async def test_cancelled_callers_are_dropped_and_the_loop_goes_on(model: FakeMod
     await batcher.close()
 
 
+async def test_a_split_request_that_fails_drops_its_other_chunks(model: FakeModel) -> None:
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=4)
+    blocker = await start_busy(batcher, model)
+    doomed = asyncio.create_task(batcher.predict(["bad-0", *request("x", 9)]))  # 3 chunks
+    await eventually(lambda: batcher.queued_instances == 10, "10 instances queued")
+    model.gate.set()
+    await blocker
+    with pytest.raises(BadInstance, match="instance 0"):
+        await doomed
+    assert batcher.queued_instances == 0  # the two later chunks were never predicted
+    assert [call for call in model.calls if "x-8" in call] == []
+    assert await batcher.predict(["after"]) == ["after"]
+    await batcher.close()
+
+
 async def test_close_answers_queued_and_in_flight_requests_then_refuses(
     model: FakeModel,
 ) -> None:

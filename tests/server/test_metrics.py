@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import joblib
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
@@ -17,7 +18,7 @@ from sklearn.ensemble import RandomForestClassifier
 import mlengine
 from mlengine.config import Settings
 from mlengine.server import create_app
-from mlengine.server._metrics import PredictionMetrics
+from mlengine.server._metrics import _INSTANCE_BUCKETS, _LATENCY_BUCKETS, PredictionMetrics
 from tests.conftest import ServerProcess
 
 IRIS = load_iris()
@@ -55,6 +56,35 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     openmetrics, content_type = first.exposition("application/openmetrics-text")
     assert content_type.startswith("application/openmetrics-text")
     assert openmetrics.decode().rstrip().endswith("# EOF")
+
+
+def test_histograms_expose_what_prometheus_clients_own_histogram_would() -> None:
+    """The lock-free counters give the same buckets (bounds inclusive), counts and sums as
+    prometheus_client's Histogram fed the same values."""
+    ours = PredictionMetrics()
+    registry = CollectorRegistry()
+    labels = ("model", "version", "protocol")
+    latency = Histogram(
+        "mlengine_prediction_latency_seconds", "-", labels, buckets=_LATENCY_BUCKETS,
+        registry=registry,
+    )  # fmt: skip
+    sizes = Histogram(
+        "mlengine_prediction_request_instances", "-", labels, buckets=_INSTANCE_BUCKETS,
+        registry=registry,
+    )  # fmt: skip
+    observed = [(0.001, 1), (0.0011, 32), (0.0025, 2), (7.0, 1024), (100.0, 4096), (0.0, 3)]
+    observed += [(0.5, 20000), (0.25, 33)]
+    for seconds, instances in observed:
+        ours.observe("ml_v1", "m", "v1", 200, seconds, instances)
+        latency.labels("m", "v1", "ml_v1").observe(seconds)
+        sizes.labels("m", "v1", "ml_v1").observe(instances)
+    theirs = samples(generate_latest(registry).decode())
+    found = samples(ours.exposition()[0].decode())
+    compared = [key for key in theirs if not key[0].endswith("_created")]
+    # each histogram: its buckets, +Inf, _count and _sum
+    assert len(compared) == (len(_LATENCY_BUCKETS) + 3) + (len(_INSTANCE_BUCKETS) + 3)
+    for key in compared:
+        assert found[key] == theirs[key], key
 
 
 @pytest.fixture

@@ -249,7 +249,6 @@ class MicroBatcher:
                 loop.create_future(),
                 now,
             )
-            chunk.future.add_done_callback(self._on_chunk_done(chunk))
             self._groups.setdefault(key, deque()).append(chunk)
             self._queued[key] = self._queued.get(key, 0) + len(chunk.instances)
             chunks.append(chunk)
@@ -275,6 +274,7 @@ class MicroBatcher:
                     chunk.future.cancel()
                 elif not chunk.future.cancelled():
                     chunk.future.exception()  # retrieved: a later chunk's error is not logged
+                self._drop(chunk)  # the caller went away before it ran: drop its instances
 
     async def run_exclusive(self, function: Callable[..., _T], *args: Any) -> _T:
         """``function(*args)`` on the model's executor, while no batch is being predicted: for
@@ -341,13 +341,14 @@ class MicroBatcher:
         if not task.cancelled() and task.exception() is not None:
             logger.error("the predict loop of %s stopped", self.name, exc_info=task.exception())
 
-    def _on_chunk_done(self, chunk: _Chunk) -> Callable[[asyncio.Future[list[Any]]], None]:
-        def done(future: asyncio.Future[list[Any]]) -> None:
-            if chunk.queued:  # a caller went away before its chunk ran: drop its instances
-                chunk.queued = False
+    def _drop(self, chunk: _Chunk) -> None:
+        """Take a chunk that will not be predicted out of the queued count (it stays in its
+        queue, marked done, until the loop skips it). Called where its future is finished
+        early, instead of a done-callback per request (a loop callback each)."""
+        if chunk.queued:
+            chunk.queued = False
+            if chunk.key in self._queued:
                 self._queued[chunk.key] -= len(chunk.instances)
-
-        return done
 
     async def _run(self, wakeup: asyncio.Event) -> None:
         try:
@@ -374,7 +375,7 @@ class MicroBatcher:
         for key in list(self._groups):
             queue = self._groups[key]
             while queue and queue[0].future.done():
-                queue.popleft()
+                self._drop(queue.popleft())
             if not queue:
                 del self._groups[key]
                 del self._queued[key]
@@ -405,7 +406,7 @@ class MicroBatcher:
         while queue:
             chunk = queue[0]
             if chunk.future.done():
-                queue.popleft()
+                self._drop(queue.popleft())
                 continue
             if size + len(chunk.instances) > self.max_batch_size:
                 break
@@ -450,6 +451,7 @@ class MicroBatcher:
                 for sibling in chunk.siblings:  # the request failed: predict no more of it
                     if not sibling.future.done():
                         sibling.future.cancel()
+                        self._drop(sibling)
             else:
                 chunk.future.set_result(outcome)
         if inline:  # let the answers go out, and new requests in, before the next batch
@@ -538,6 +540,7 @@ class MicroBatcher:
                 chunk.future.set_exception(
                     Unavailable(f"The predict loop of {self.name or 'the model'} {why}.")
                 )
+            self._drop(chunk)
 
 
 def _options_key(options: Mapping[str, Any] | None) -> bytes:

@@ -3,22 +3,33 @@
 
 Every app keeps its metrics in a `CollectorRegistry` of its own, so that several apps in one
 process (tests) never share counters. Each predict route, whatever its protocol, calls
-`PredictionMetrics.observe` once per request; the labelled series it updates are cached per
-(model, version, protocol), so a request costs a dict lookup and three counter updates. The
-micro-batchers' own counters are read only when Prometheus scrapes.
+`PredictionMetrics.observe` once per request, on the event loop; it adds to plain counters of
+the request's (model, version, protocol) series, which a collector turns into Prometheus
+families when Prometheus scrapes (rendered on the event loop too, so no lock is needed).
+prometheus_client's own Counter and Histogram take a lock per update: five per request, about a
+quarter of the CPU mlengine's predict path spends on a small request, measured. The
+micro-batchers' own counters are likewise read only when Prometheus scrapes.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +49,7 @@ __all__ = [
     "PROTOCOL_TFSERVING",
     "PROTOCOL_V2",
     "PredictionMetrics",
+    "count_in",
     "count_prediction",
     "install_metrics",
     "observe_prediction_in",
@@ -55,17 +67,40 @@ _INSTANCE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 router = APIRouter()
 
 
+class _Histogram:
+    """Counts per bucket (the last one +Inf) and the sum of the observed values."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # the first bucket whose upper bound is >= value: Prometheus's "le" (less or equal)
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), running))
+        return buckets
+
+
 class _Series:
-    """The labelled children of one (model, version, protocol), created once."""
+    """The counts of one (model, version, protocol)."""
 
-    __slots__ = ("errors", "instances", "labels", "latency", "requests")
+    __slots__ = ("errors", "instances", "latency", "requests")
 
-    def __init__(self, metrics: PredictionMetrics, labels: tuple[str, str, str]) -> None:
-        self.labels = labels
-        self.latency = metrics.latency.labels(*labels)
-        self.errors = metrics.errors.labels(*labels)
-        self.instances = metrics.request_instances.labels(*labels)
-        self.requests: dict[int, Any] = {}
+    def __init__(self) -> None:
+        self.requests: dict[int, int] = {}  # by HTTP status code
+        self.errors = 0
+        self.latency = _Histogram(_LATENCY_BUCKETS)
+        self.instances = _Histogram(_INSTANCE_BUCKETS)
 
 
 class PredictionMetrics:
@@ -89,7 +124,8 @@ class PredictionMetrics:
 
     `version` is the version that answered (a request for a model's default is counted under
     the default's name), or empty when none was resolved (unknown model). `protocol` is
-    ``ml_v1``, ``tfserving`` or ``v2``. `observe` is called from the event loop.
+    ``ml_v1``, ``tfserving`` or ``v2``. `observe` and `exposition` are called from the event
+    loop (one thread): the counters take no lock.
 
     Args:
         loaded_versions: returns the app's `LoadedVersions`, or None before it exists.
@@ -97,37 +133,11 @@ class PredictionMetrics:
 
     def __init__(self, loaded_versions: Callable[[], LoadedVersions | None] | None = None) -> None:
         self.registry = CollectorRegistry()
-        labels = ("model", "version", "protocol")
-        self.requests = Counter(
-            "mlengine_prediction_requests",
-            "Predict requests answered, by HTTP status code.",
-            (*labels, "code"),
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mlengine_prediction_latency_seconds",
-            "Seconds from reading a predict request to its answer.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "mlengine_prediction_errors",
-            "Predict requests answered with an error (HTTP status >= 400).",
-            labels,
-            registry=self.registry,
-        )
-        self.request_instances = Histogram(
-            "mlengine_prediction_request_instances",
-            "Instances per successful predict request.",
-            labels,
-            buckets=_INSTANCE_BUCKETS,
-            registry=self.registry,
-        )
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self.registry.register(_PredictionCollector(self._series))
         if loaded_versions is not None:
             self.registry.register(_LoadedVersionsCollector(loaded_versions))
         ProcessCollector(registry=self.registry)
-        self._series: dict[tuple[str, str, str], _Series] = {}
 
     def observe(
         self,
@@ -151,14 +161,12 @@ class PredictionMetrics:
         key = (model, version, protocol)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(self, key)
-        requests = series.requests.get(code)
-        if requests is None:
-            requests = series.requests[code] = self.requests.labels(*key, str(code))
-        requests.inc()
+            series = self._series[key] = _Series()
+        requests = series.requests
+        requests[code] = requests.get(code, 0) + 1
         series.latency.observe(seconds)
         if code >= 400:
-            series.errors.inc()
+            series.errors += 1
         elif instances:
             series.instances.observe(instances)
 
@@ -167,6 +175,44 @@ class PredictionMetrics:
         default, or OpenMetrics), and its content type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+class _PredictionCollector(Collector):
+    """Turns the request series' counters into Prometheus families when Prometheus scrapes."""
+
+    def __init__(self, series: dict[tuple[str, str, str], _Series]) -> None:
+        self.series = series
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version", "protocol"]
+        requests = CounterMetricFamily(
+            "mlengine_prediction_requests",
+            "Predict requests answered, by HTTP status code.",
+            labels=[*labels, "code"],
+        )
+        latency = HistogramMetricFamily(
+            "mlengine_prediction_latency_seconds",
+            "Seconds from reading a predict request to its answer.",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "mlengine_prediction_errors",
+            "Predict requests answered with an error (HTTP status >= 400).",
+            labels=labels,
+        )
+        instances = HistogramMetricFamily(
+            "mlengine_prediction_request_instances",
+            "Instances per successful predict request.",
+            labels=labels,
+        )
+        for key, series in list(self.series.items()):
+            values = list(key)
+            for code, count in sorted(series.requests.items()):
+                requests.add_metric([*values, str(code)], count)
+            latency.add_metric(values, series.latency.cumulative(), series.latency.total)
+            errors.add_metric(values, series.errors)
+            instances.add_metric(values, series.instances.cumulative(), series.instances.total)
+        yield from (requests, latency, errors, instances)
 
 
 class _LoadedVersionsCollector(Collector):
@@ -234,10 +280,10 @@ def count_prediction(
 ) -> None:
     """Count a predict request that began at ``time.perf_counter()`` `started` and was
     answered by `version` (``""`` when none was resolved) with HTTP status `code`."""
-    _count_in(request.app.state, protocol, model, version, code, started, instances)
+    count_in(request.app.state, protocol, model, version, code, started, instances)
 
 
-def _count_in(
+def count_in(
     state: State,
     protocol: str,
     model: str,
@@ -246,6 +292,7 @@ def _count_in(
     started: float,
     instances: int,
 ) -> None:
+    """`count_prediction` in the app whose state is `state`."""
     seconds = time.perf_counter() - started
     metrics: PredictionMetrics | None = getattr(state, "metrics", None)
     if metrics is not None:
@@ -272,7 +319,7 @@ async def observe_prediction_in(
             version = (await prediction.version_record(project, model, None)).name
         except MLEngineError:
             version = None
-    _count_in(state, protocol, model, version or "", code, started, instances)
+    count_in(state, protocol, model, version or "", code, started, instances)
 
 
 def _ping(store: MetadataStore) -> None:

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from mlengine.errors import MLEngineError, NotFound
 from mlengine.server._errors import error_body
-from mlengine.server._metrics import PROTOCOL_ML_V1, observe_prediction_in
+from mlengine.server._metrics import PROTOCOL_ML_V1, count_in, observe_prediction_in
 
 __all__ = ["PredictingApp", "router"]
 
@@ -54,9 +54,12 @@ async def answer_predict(
         status = 200
         body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
         instances = len(result["predictions"])
-    await observe_prediction_in(
-        state, PROTOCOL_ML_V1, project, model, version, status, started, instances
-    )
+    if version is not None or status == 404:  # nothing to resolve: no coroutine to await
+        count_in(state, PROTOCOL_ML_V1, model, version or "", status, started, instances)
+    else:
+        await observe_prediction_in(
+            state, PROTOCOL_ML_V1, project, model, version, status, started, instances
+        )
     return status, body
 
 
