@@ -193,6 +193,48 @@ def test_cancel_running_job_kills_the_process_tree(
     assert wait_gone(trainer["pid"]) and wait_gone(child)
 
 
+def test_a_job_created_beside_a_follower_wakes_the_leader(
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
+) -> None:
+    """`server run --workers N`: the process that took the request is not the leader; its
+    wake reaches the leader, which would otherwise find the job on its next idle poll only
+    (here ten minutes away)."""
+    service = JobService(store, settings)
+    leader = make_scheduler(idle_interval=600.0, lease_ttl=1800.0)
+    deadline = time.monotonic() + 30
+    while not leader.is_leader and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leader.is_leader and leader.wakeups.listening
+    follower = make_scheduler(idle_interval=600.0, lease_ttl=1800.0)
+    time.sleep(0.3)  # its first pass found the lease taken
+    assert not follower.is_leader and not follower.wakeups.listening
+    submit(service, "woken", package_uri, tmp_path / "out")
+    follower.wake()  # what the follower's job API does after creating the job
+    job = wait_for(service, "woken", {"SUCCEEDED", "FAILED"}, timeout=120)
+    assert job["state"] == "SUCCEEDED", job.get("errorMessage")
+    assert leader.wakeups.wakeups >= 1
+
+
+def test_an_idle_leader_renews_its_lease_in_time(
+    make_scheduler: Callable[..., Scheduler],
+) -> None:
+    """However long its idle interval, a leader passes (and renews) at least three times per
+    lease: a follower never takes over from a live, idle leader."""
+    leader = make_scheduler(idle_interval=600.0, lease_ttl=1.5)
+    deadline = time.monotonic() + 30
+    while not leader.is_leader and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leader.is_leader
+    follower = make_scheduler(idle_interval=600.0, lease_ttl=1.5)
+    time.sleep(4.0)  # more than two lease lifetimes
+    assert leader.is_leader and not follower.is_leader
+    assert leader.store.lease_owner("scheduler", time.time()) == leader.owner
+
+
 def test_cancel_of_queued_job_is_immediate(
     store: MetadataStore,
     settings: Settings,

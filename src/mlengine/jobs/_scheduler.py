@@ -34,6 +34,7 @@ from mlengine.jobs._logs import tail_of_stderr
 from mlengine.jobs._scale_tiers import replicas_for
 from mlengine.jobs._service import JobService, now_utc
 from mlengine.jobs._state import JobState
+from mlengine.jobs._wakeup import WakeupListener, wake_leader
 from mlengine.jobs.runners import (
     LaunchSpec,
     ReplicaPhase,
@@ -88,6 +89,8 @@ class Scheduler:
         self._busy_lock = threading.Lock()
         self._runners: dict[str, Runner] = {}
         self._wake = threading.Event()
+        # while leader: other server processes of this machine wake it after creating work
+        self.wakeups = WakeupListener(str(settings.database_url), self._wake.set)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -108,14 +111,18 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self.wakeups.close()
         if self.is_leader:
             with contextlib.suppress(MLEngineError):
                 self.store.release_lease(LEASE_NAME, self.owner)
             self.is_leader = False
 
     def wake(self) -> None:
-        """Run the next pass now (a job was created or cancelled)."""
+        """Run the next pass now (a job was created or cancelled). In a process that does not
+        hold the lease, the leader is woken instead when it runs on this machine."""
         self._wake.set()
+        if not self.is_leader:
+            wake_leader(str(self.settings.database_url))
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -125,10 +132,9 @@ class Scheduler:
                 logger.warning("scheduler pass failed: %s", error)
             except Exception:
                 logger.exception("scheduler pass failed")
-            if not self.is_leader:
-                interval = self.lease_ttl / 3
-            else:
-                interval = self.idle_interval if self._idle else self.poll_interval
+            interval = self.idle_interval if self._idle else self.poll_interval
+            # a leader renews its lease on every pass: it never waits long enough to lose it
+            interval = min(interval, self.lease_ttl / 3)
             self._wake.wait(interval)
             self._wake.clear()
 
@@ -141,6 +147,9 @@ class Scheduler:
         )
         if leader and not self.is_leader:
             logger.info("scheduler %s took the lease", self.owner)
+            self.wakeups.open()  # tried once per lease taken: a refusal is logged once
+        elif self.is_leader and not leader:
+            self.wakeups.close()
         self.is_leader = leader
         if not leader:
             return
