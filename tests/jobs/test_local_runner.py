@@ -432,3 +432,19 @@ def test_get_runner_returns_the_local_runner() -> None:
     assert isinstance(runner, LocalRunner)
     assert runner.name == "local"
     assert ReplicaSpec("master", 0).is_primary
+
+
+def test_leftover_is_what_start_recorded_in_the_run_dir(
+    runner: LocalRunner, make_spec: Callable[..., LaunchSpec], tmp_path: Path
+) -> None:
+    spec = make_spec(["--sleep-master"])
+    assert runner.leftover(spec.run_dir) is None  # nothing started there yet
+    state = runner.start(spec)
+    left = runner.leftover(spec.run_dir)
+    assert left is not None
+    assert [e["pid"] for e in left["replicas"]] == [e["pid"] for e in state["replicas"]]
+    runner.stop(left, grace_s=1.0)  # what a scheduler does before starting the job again
+    assert [s.phase for s in runner.poll(state)] == [ReplicaPhase.EXITED]
+    (spec.run_dir / "runner-state.json").write_text("{not json")
+    assert runner.leftover(spec.run_dir) is None
+    assert runner.leftover(tmp_path / "nowhere") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -271,6 +272,67 @@ def test_a_new_scheduler_adopts_running_jobs_after_a_crash(
     job = wait_for(service, "survivor", {"SUCCEEDED", "FAILED"})
     assert job["state"] == "SUCCEEDED", job.get("errorMessage")
     assert second.is_leader
+
+
+def test_replicas_left_by_an_interrupted_start_are_stopped_before_it_starts_again(
+    store: MetadataStore,
+    settings: Settings,
+    make_scheduler: Callable[..., Scheduler],
+    package_uri: str,
+    tmp_path: Path,
+) -> None:
+    """A server that stops after its runner started the replicas but before it recorded the
+    job RUNNING leaves a PREPARING job and live replicas: the next scheduler requeues the job,
+    and stops those replicas before starting it again (no trainer runs twice)."""
+    service = JobService(store, settings)
+    frozen = threading.Event()
+    dying_store = MetadataStore(settings.database_url)
+    first = Scheduler(dying_store, settings, poll_interval=0.05, lease_ttl=1.0)
+    record_job = dying_store.update_job
+
+    def update_job(project: str, job_id: str, **changes: Any) -> bool:
+        if changes.get("state") == "RUNNING":  # the server "dies" here: it never records it
+            first._stopping.set()
+            frozen.wait(120)
+            raise RuntimeError("the server died")
+        return record_job(project, job_id, **changes)
+
+    dying_store.update_job = update_job  # type: ignore[method-assign]
+    first.start()
+    try:
+        submit(service, "twice", package_uri, tmp_path / "out", "--sleep", "60")
+        state_file = next(iter(_eventually_glob(settings.home_path, "runner-state.json")))
+        old = json.loads(state_file.read_text())
+        old_pids = [int(entry["pid"]) for entry in old["replicas"]]
+        assert old_pids and all(alive(pid) for pid in old_pids)
+        assert service.get("p", "twice")["state"] == "PREPARING"
+        second = make_scheduler(lease_ttl=5.0)
+        job = wait_for(service, "twice", {"RUNNING", "FAILED"}, timeout=120)
+        assert job["state"] == "RUNNING", job.get("errorMessage")
+        assert all(wait_gone(pid) for pid in old_pids), "the first start's replicas still run"
+        messages = [e["message"] for e in service.logs("p", "twice")["entries"]]
+        assert "Stopping the replicas an interrupted start left running..." in messages
+        new_pids = [
+            int(entry["pid"]) for entry in store.get_job("p", "twice").runner_state["replicas"]
+        ]
+        assert set(new_pids).isdisjoint(old_pids) and all(alive(pid) for pid in new_pids)
+        service.cancel("p", "twice")
+        assert wait_for(service, "twice", {"CANCELLED"})["state"] == "CANCELLED"
+        assert second.is_leader
+    finally:
+        frozen.set()
+        first.stop()
+        dying_store.dispose()
+
+
+def _eventually_glob(root: Path, name: str, timeout: float = 120) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(root.rglob(name))
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {name} under {root}")
 
 
 def test_vanished_replicas_fail_the_job_with_the_reason(

@@ -248,6 +248,11 @@ class Scheduler:
             self._finish(job, JobState.FAILED, f"Job preparation failed: {error}")
             return
         run_dir = root / "run"
+        runner = self.runner(job.runner)
+        leftover = runner.leftover(run_dir)
+        if leftover is not None:  # a server stopped between starting them and recording it
+            self._service_log(job, "Stopping the replicas an interrupted start left running...")
+            runner.stop(leftover, self.settings.cancel_grace_seconds)
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         job_dir = training_input.get("jobDir")
@@ -268,7 +273,6 @@ class Scheduler:
         if current.state == _CANCELLING:
             self._finish(job, JobState.CANCELLED, "Job cancelled by the user.")
             return
-        runner = self.runner(job.runner)
         try:
             state = runner.start(spec)
         except MLEngineError as error:

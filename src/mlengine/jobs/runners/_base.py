@@ -121,3 +121,10 @@ class Runner(abc.ABC):
     def cancel(self, state: RunnerState, grace_s: float = 5.0) -> None:
         """Cancel the run: the same as `stop` unless a backend has a cheaper way."""
         self.stop(state, grace_s)
+
+    def leftover(self, run_dir: Path) -> RunnerState | None:
+        """The state of replicas an interrupted `start` into `run_dir` may have left running
+        (the server stopped after they started, before the scheduler stored the state), for
+        `stop`; None when there can be none. The scheduler asks before it starts a job again
+        in the same `run_dir`. A runner that cannot tell returns None (the default)."""
+        return None

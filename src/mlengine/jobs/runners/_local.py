@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -57,6 +58,7 @@ _KILL_WAIT_S = 5.0
 _POLL_S = 0.02
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 _HAVE_PROC = os.path.isdir("/proc/self")
+_STATE_FILE = "runner-state.json"
 """Linux: processes are found through /proc. Elsewhere a group is checked with killpg(0)."""
 _CONFIG_FIELDS = {
     "master": "masterConfig",
@@ -132,12 +134,24 @@ class LocalRunner(Runner):
         for replica in spec.replicas:
             try:
                 started.append(self._launch(spec, replica, cluster, ports, devices, command))
+                _record_state(spec.run_dir, state)  # for `leftover`, should we stop right now
             except (OSError, ValueError, KeyError) as e:
                 self.stop(state, grace_s=1.0)
                 raise OperationFailed(
                     f"Cannot start {replica.name} of job {spec.job_id}: {e}"
                 ) from e
         return state
+
+    def leftover(self, run_dir: Path) -> RunnerState | None:
+        """The replicas a `start` into `run_dir` recorded in ``runner-state.json`` as it
+        launched them (each one as soon as it runs), or None when it recorded none."""
+        try:
+            state = json.loads((run_dir.absolute() / _STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(state, dict) or not isinstance(state.get("replicas"), list):
+            return None
+        return state if state["replicas"] else None
 
     def poll(self, state: RunnerState) -> list[ReplicaStatus]:
         """Report each replica: EXITED with its code, RUNNING, or LOST (no exit code left).
@@ -223,6 +237,13 @@ class LocalRunner(Runner):
             "log_file": str(log_file),
             "cmdline_marker": str(exit_file),
         }
+
+
+def _record_state(run_dir: Path, state: RunnerState) -> None:
+    """Write `state` to ``run_dir/runner-state.json`` atomically (temp file and rename)."""
+    temporary = run_dir / f".{_STATE_FILE}.tmp"
+    temporary.write_text(json.dumps(state))
+    os.replace(temporary, run_dir / _STATE_FILE)
 
 
 def _visible_devices(
