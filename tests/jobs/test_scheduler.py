@@ -325,6 +325,37 @@ def test_replicas_left_by_an_interrupted_start_are_stopped_before_it_starts_agai
         dying_store.dispose()
 
 
+def test_replicas_are_stopped_when_their_start_cannot_be_recorded(
+    settings: Settings, package_uri: str, tmp_path: Path
+) -> None:
+    """The store refuses the RUNNING record (a database error): the job fails, and the
+    replicas already started do not run on unwatched."""
+    failing_store = MetadataStore(settings.database_url)
+    failing_store.upgrade()
+    service = JobService(failing_store, settings)
+    record_job = failing_store.update_job
+
+    def update_job(project: str, job_id: str, **changes: Any) -> bool:
+        if changes.get("state") == "RUNNING":
+            raise RuntimeError("database is locked")
+        return record_job(project, job_id, **changes)
+
+    failing_store.update_job = update_job  # type: ignore[method-assign]
+    scheduler = Scheduler(failing_store, settings, poll_interval=0.05)
+    scheduler.start()
+    try:
+        submit(service, "unrecorded", package_uri, tmp_path / "out", "--sleep", "60")
+        state_file = _eventually_glob(settings.home_path, "runner-state.json")[0]
+        job = wait_for(service, "unrecorded", {"FAILED", "SUCCEEDED"}, timeout=120)
+        assert job["state"] == "FAILED"
+        assert "database is locked" in job["errorMessage"]
+        pids = [int(entry["pid"]) for entry in json.loads(state_file.read_text())["replicas"]]
+        assert pids and all(wait_gone(pid) for pid in pids)
+    finally:
+        scheduler.stop()
+        failing_store.dispose()
+
+
 def _eventually_glob(root: Path, name: str, timeout: float = 120) -> list[Path]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

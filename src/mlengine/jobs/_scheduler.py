@@ -278,13 +278,17 @@ class Scheduler:
         except MLEngineError as error:
             self._finish(job, JobState.FAILED, f"Job failed to start: {error}")
             return
-        started = self.store.update_job(
-            job.project,
-            job.job_id,
-            from_states={_PREPARING},
-            state=_RUNNING,
-            runner_state=state,
-        )
+        try:
+            started = self.store.update_job(
+                job.project,
+                job.job_id,
+                from_states={_PREPARING},
+                state=_RUNNING,
+                runner_state=state,
+            )
+        except Exception:  # not recorded: nothing would ever watch or stop these replicas
+            runner.stop(state, self.settings.cancel_grace_seconds)
+            raise
         if not started:  # cancelled while starting
             self.store.update_job(job.project, job.job_id, runner_state=state)
             runner.cancel(state, self.settings.cancel_grace_seconds)
