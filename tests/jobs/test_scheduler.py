@@ -220,6 +220,20 @@ def test_a_job_created_beside_a_follower_wakes_the_leader(
     assert leader.wakeups.wakeups >= 1
 
 
+def test_passes_are_paced_by_role_and_load(
+    store: MetadataStore, settings: Settings, make_scheduler: Callable[..., Scheduler]
+) -> None:
+    scheduler = make_scheduler(start=False, poll_interval=0.05, idle_interval=1.0, lease_ttl=15)
+    assert scheduler.next_wait() == 5.0  # a follower: three tries per lease lifetime
+    scheduler.step()  # takes the lease; no job: idle
+    assert scheduler.is_leader and scheduler.next_wait() == 1.0
+    sleepy = make_scheduler(start=False, idle_interval=600.0, lease_ttl=15)
+    sleepy.is_leader, sleepy._idle = True, True
+    assert sleepy.next_wait() == 5.0  # idle, but renewing in time
+    sleepy._idle = False
+    assert sleepy.next_wait() == sleepy.poll_interval
+
+
 def test_an_idle_leader_renews_its_lease_in_time(
     make_scheduler: Callable[..., Scheduler],
 ) -> None:

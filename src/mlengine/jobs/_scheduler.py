@@ -132,11 +132,18 @@ class Scheduler:
                 logger.warning("scheduler pass failed: %s", error)
             except Exception:
                 logger.exception("scheduler pass failed")
-            interval = self.idle_interval if self._idle else self.poll_interval
-            # a leader renews its lease on every pass: it never waits long enough to lose it
-            interval = min(interval, self.lease_ttl / 3)
-            self._wake.wait(interval)
+            self._wake.wait(self.next_wait())
             self._wake.clear()
+
+    def next_wait(self) -> float:
+        """Seconds until the next pass unless woken: a follower tries for the lease three
+        times per lease lifetime; the leader passes at `poll_interval` while it has work and
+        at `idle_interval` when idle, but always within a third of the lease lifetime, since
+        each pass renews the lease."""
+        if not self.is_leader:
+            return self.lease_ttl / 3
+        interval = self.idle_interval if self._idle else self.poll_interval
+        return min(interval, self.lease_ttl / 3)
 
     # -- one pass -------------------------------------------------------------------------
     def step(self) -> None:
