@@ -110,6 +110,27 @@ def record(job_dir: Path, name: str = "chief-0", timeout: float = 30) -> dict[st
     return result
 
 
+def wait_until_leader(scheduler: Scheduler, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not scheduler.is_leader and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.is_leader, f"{scheduler.owner} never took the lease"
+
+
+def refuse_running_record(store: MetadataStore, refuse: Callable[[], None]) -> None:
+    """Make `store.update_job` call `refuse` (which raises) instead of recording a job
+    RUNNING: what a server that dies, or a database that fails, right after the runner
+    started the replicas looks like from the job's side."""
+    record_job = store.update_job
+
+    def update_job(project: str, job_id: str, **changes: Any) -> bool:
+        if changes.get("state") == "RUNNING":
+            refuse()
+        return record_job(project, job_id, **changes)
+
+    store.update_job = update_job  # type: ignore[method-assign]
+
+
 def test_job_runs_to_success_with_the_trainer_contract(
     store: MetadataStore,
     settings: Settings,
@@ -206,10 +227,8 @@ def test_a_job_created_beside_a_follower_wakes_the_leader(
     (here ten minutes away)."""
     service = JobService(store, settings)
     leader = make_scheduler(idle_interval=600.0, lease_ttl=1800.0)
-    deadline = time.monotonic() + 30
-    while not leader.is_leader and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert leader.is_leader and leader.wakeups.listening
+    wait_until_leader(leader)
+    assert leader.wakeups.listening
     follower = make_scheduler(idle_interval=600.0, lease_ttl=1800.0)
     time.sleep(0.3)  # its first pass found the lease taken
     assert not follower.is_leader and not follower.wakeups.listening
@@ -240,10 +259,7 @@ def test_an_idle_leader_renews_its_lease_in_time(
     """However long its idle interval, a leader passes (and renews) at least three times per
     lease: a follower never takes over from a live, idle leader."""
     leader = make_scheduler(idle_interval=600.0, lease_ttl=1.5)
-    deadline = time.monotonic() + 30
-    while not leader.is_leader and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert leader.is_leader
+    wait_until_leader(leader)
     follower = make_scheduler(idle_interval=600.0, lease_ttl=1.5)
     time.sleep(4.0)  # more than two lease lifetimes
     assert leader.is_leader and not follower.is_leader
@@ -302,16 +318,13 @@ def test_replicas_left_by_an_interrupted_start_are_stopped_before_it_starts_agai
     frozen = threading.Event()
     dying_store = MetadataStore(settings.database_url)
     first = Scheduler(dying_store, settings, poll_interval=0.05, lease_ttl=1.0)
-    record_job = dying_store.update_job
 
-    def update_job(project: str, job_id: str, **changes: Any) -> bool:
-        if changes.get("state") == "RUNNING":  # the server "dies" here: it never records it
-            first._stopping.set()
-            frozen.wait(120)
-            raise RuntimeError("the server died")
-        return record_job(project, job_id, **changes)
+    def die() -> None:  # the server "dies" here: it never records the job RUNNING
+        first._stopping.set()
+        frozen.wait(120)
+        raise RuntimeError("the server died")
 
-    dying_store.update_job = update_job  # type: ignore[method-assign]
+    refuse_running_record(dying_store, die)
     first.start()
     try:
         submit(service, "twice", package_uri, tmp_path / "out", "--sleep", "60")
@@ -347,14 +360,11 @@ def test_replicas_are_stopped_when_their_start_cannot_be_recorded(
     failing_store = MetadataStore(settings.database_url)
     failing_store.upgrade()
     service = JobService(failing_store, settings)
-    record_job = failing_store.update_job
 
-    def update_job(project: str, job_id: str, **changes: Any) -> bool:
-        if changes.get("state") == "RUNNING":
-            raise RuntimeError("database is locked")
-        return record_job(project, job_id, **changes)
+    def fail() -> None:
+        raise RuntimeError("database is locked")
 
-    failing_store.update_job = update_job  # type: ignore[method-assign]
+    refuse_running_record(failing_store, fail)
     scheduler = Scheduler(failing_store, settings, poll_interval=0.05)
     scheduler.start()
     try:
