@@ -66,12 +66,10 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -79,6 +77,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from _main import fail, print_results, scratch_directory
+from _main import progress as _progress
 from _proc import group_rss_bytes, machine_busy_s
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -173,10 +173,6 @@ PATH_LABELS = {spec.key: spec.label for spec in PATHS}
 
 class BenchmarkError(Exception):
     """Something the benchmark needs failed; the message says what and shows its output."""
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _tail(text: str, lines: int = 30) -> str:
@@ -1041,22 +1037,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.repeat < 1:
         parser.error("--repeat must be >= 1")
     sizes = options.sizes or (QUICK_SIZES if options.quick else FULL_SIZES)
-    root = Path(tempfile.mkdtemp(prefix="mlengine-bench-data-"))
-    _progress(f"temporary directory {root}")
-    try:
-        data = benchmark(root, sizes, options.repeat)
-    except BenchmarkError as error:
-        print(f"ERROR: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if options.keep:
-            _progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    if options.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(report(data))
+    with scratch_directory("mlengine-bench-data-", options.keep) as root:
+        _progress(f"temporary directory {root}")
+        try:
+            data = benchmark(root, sizes, options.repeat)
+        except BenchmarkError as error:
+            return fail(error)
+    print_results(data, options.json, report)
     identical = all(not size["comparison"]["differences"] for size in data["sizes"])
     if not identical:
         print("ERROR: the paths' results differ (see DIFFERENT above)", file=sys.stderr)

@@ -45,18 +45,19 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _main import fail, print_results, scratch_directory
+from _main import progress as _progress
 
 LOCAL_TRAIN_RATIO_TARGET = 1.3
 QUEUED_OVERHEAD_TARGET_S = 1.5
@@ -222,10 +223,6 @@ def _write_trainer(root: Path) -> Path:
     (package / "__init__.py").write_text("")
     (package / "task.py").write_text(TRAINER_TASK)
     return package
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Bench:
@@ -627,27 +624,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--trainer-seconds must be >= 0")
     from mlengine.errors import MLEngineError
 
-    root = Path(tempfile.mkdtemp(prefix="mlengine-bench-"))
-    bench = Bench(root, options.trainer_seconds)
-    try:
-        _progress(f"starting a server at {bench.api_url} (home {bench.home})")
+    with scratch_directory("mlengine-bench-", options.keep) as root:
+        bench = Bench(root, options.trainer_seconds)
         try:
-            bench.start_server()
-            results = measure(bench, options.repeat)
-        finally:
-            bench.stop_server()
-    except (BenchmarkError, MLEngineError) as error:
-        print(f"ERROR: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if options.keep:
-            _progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    if options.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print(report(results))
+            _progress(f"starting a server at {bench.api_url} (home {bench.home})")
+            try:
+                bench.start_server()
+                results = measure(bench, options.repeat)
+            finally:
+                bench.stop_server()
+        except (BenchmarkError, MLEngineError) as error:
+            return fail(error)
+    print_results(results, options.json, report)
     return 0
 
 

@@ -79,7 +79,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -88,6 +87,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _main import fail, print_results, scratch_directory
+from _main import progress as _progress
 from _proc import group_cpu_s, machine_busy_s
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -211,10 +212,6 @@ end
 
 class BenchmarkError(Exception):
     """Something the benchmark needs failed; the message says what and shows its output."""
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _free_port() -> int:
@@ -1547,30 +1544,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--duration must be > 0, --warmup >= 0 and --pairs >= 0")
     from mlengine.errors import MLEngineError
 
-    root = Path(tempfile.mkdtemp(prefix="mlengine-bench-serving-"))
     placement = Placement.choose(not options.no_pin)
-    try:
-        generator = choose_generator(options.load_generator, root, placement)
-        if isinstance(generator, AsyncClient) and options.load_generator == "auto":
-            _progress(
-                "wrk is not installed (apt-get install wrk): using the asyncio client, which "
-                "caps the bare floor's numbers at what one Python process can send"
-            )
-        run = Run(root, duration, warmup, placement, generator, options.server_log_level, pairs)
-        _progress(f"{generator.name}; {placement.describe()}; temporary directory {root}")
-        data = benchmark(run, not options.no_mlflow, 1.0 if options.quick else 2.0)
-    except (BenchmarkError, MLEngineError) as error:
-        print(f"ERROR: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if options.keep:
-            _progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    if options.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(report(data))
+    with scratch_directory("mlengine-bench-serving-", options.keep) as root:
+        try:
+            generator = choose_generator(options.load_generator, root, placement)
+            if isinstance(generator, AsyncClient) and options.load_generator == "auto":
+                _progress(
+                    "wrk is not installed (apt-get install wrk): using the asyncio client, "
+                    "which caps the bare floor's numbers at what one Python process can send"
+                )
+            run = Run(root, duration, warmup, placement, generator, options.server_log_level, pairs)
+            _progress(f"{generator.name}; {placement.describe()}; temporary directory {root}")
+            data = benchmark(run, not options.no_mlflow, 1.0 if options.quick else 2.0)
+        except (BenchmarkError, MLEngineError) as error:
+            return fail(error)
+    print_results(data, options.json, report)
     return 0
 
 
