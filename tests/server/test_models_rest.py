@@ -214,6 +214,10 @@ def test_cli_story(
     forest = joblib.load(model_dirs["forest"] / "model.joblib")
     expected = forest.predict(IRIS.data[:3]).tolist()
     assert json.loads(predicted.stdout) == {"predictions": expected}
+    as_table = run_cli("predict", "--model", "cli_iris", "--json-instances", str(instances))
+    assert as_table.returncode == 0, as_table.stderr
+    lines = [line.strip() for line in as_table.stdout.splitlines() if line.strip()]
+    assert lines == ["PREDICTIONS", *[str(label) for label in expected]]  # class 0 shows as 0
     local = run_cli("local", "predict", "--model-dir", str(model_dirs["forest"]),
                     "--json-instances", str(instances), "--format", "json")  # fmt: skip
     assert local.returncode == 0, local.stderr

@@ -45,6 +45,11 @@ def print_resource(resource: Mapping[str, Any], output: OutputFormat) -> None:
     sys.stdout.write(_dump(dict(resource), fmt) + "\n")
 
 
+def _cell(value: Any) -> str:
+    """A table cell: empty for a missing value only (0, False and 0.0 are values to show)."""
+    return "" if value is None else str(value)
+
+
 def print_table(
     rows: Sequence[Mapping[str, Any]],
     columns: Sequence[tuple[str, str]],
@@ -59,5 +64,5 @@ def print_table(
     for header, _ in columns:
         table.add_column(header)
     for row in rows:
-        table.add_row(*[str(row.get(key, "") or "") for _, key in columns])
+        table.add_row(*[_cell(row.get(key)) for _, key in columns])
     Console(highlight=False, soft_wrap=True).print(table)
