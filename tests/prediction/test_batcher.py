@@ -480,6 +480,35 @@ async def test_short_model_calls_run_on_the_loop_after_the_first() -> None:
     await batcher.close()
 
 
+async def after_turns(turns: int, batcher: MicroBatcher, instance: str) -> list[Any]:
+    """A one-instance request made `turns` event-loop turns from now: one the server reads a
+    little later than another."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    return await batcher.predict([instance])
+
+
+async def test_under_concurrent_load_requests_read_in_the_next_turns_join_the_batch() -> None:
+    model = FakeModel(cost_s=0.0)
+    batcher = MicroBatcher(model, max_batch_size=64, inline_below_s=60.0)
+    assert await batcher.predict(["warm"]) == ["warm"]  # measured on the thread; inline now
+    # a lone client: its request is taken at once, the late ones form the next batch
+    lone = await asyncio.gather(
+        batcher.predict(["a"]), after_turns(2, batcher, "b"), after_turns(2, batcher, "c")
+    )
+    assert lone == [["a"], ["b"], ["c"]]
+    assert model.calls[1:] == [["a"], ["b", "c"]]
+    # concurrent load (the last batch held two requests): the batch waits ARRIVAL_TURNS
+    # turns, so the requests read meanwhile join it
+    merged = await asyncio.gather(
+        batcher.predict(["d"]), after_turns(2, batcher, "e"), after_turns(2, batcher, "f")
+    )
+    assert merged == [["d"], ["e"], ["f"]]
+    assert model.calls[3:] == [["d", "e", "f"]]
+    assert len(model.threads) == 2  # the thread once, then the loop
+    await batcher.close()
+
+
 async def test_slow_model_calls_stay_on_the_thread() -> None:
     def busy(instances: list[Any], options: Mapping[str, Any]) -> list[Any]:
         threads.add(threading.current_thread().name)

@@ -110,6 +110,26 @@ async def test_readyz_follows_the_lifespan(settings: Settings) -> None:
         assert (await client.get("/readyz")).status_code == 503  # shut down
 
 
+@pytest.mark.anyio
+async def test_the_predict_fast_path_serves_while_the_lifespan_runs(settings: Settings) -> None:
+    app = create_app(settings, run_scheduler=False)
+    url = "/v1/projects/default/models/nope:predict"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        starting = await client.post(url, json={"instances": [[1.0]]})
+        assert starting.status_code == 503  # through FastAPI's route: nothing to predict with
+        assert starting.json() == {"error": "Prediction failed: the server is starting."}
+        async with app.router.lifespan_context(app):
+            assert app.prediction is app.state.prediction
+            answer = await client.post(url, json={"instances": [[1.0]]})
+            assert answer.status_code == 404
+            assert answer.json()["error"]["status"] == "NOT_FOUND"
+            metrics = samples((await client.get("/metrics")).text)
+            labels = {"model": "nope", "version": "", "protocol": "ml_v1", "code": "404"}
+            assert value(metrics, "mlengine_prediction_requests_total", **labels) == 1
+        assert app.prediction is None
+
+
 @pytest.fixture
 def forest_dir(tmp_path: Path) -> Path:
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(IRIS.data, IRIS.target)

@@ -40,6 +40,10 @@ _INSTANCE = re.compile(r"\b(instance )(\d+)", re.IGNORECASE)
 WAITS_BEFORE_THREAD = 3
 """Calls in a row on the event loop that mostly waited, before a model goes to its thread."""
 
+ARRIVAL_TURNS = 2
+"""Event-loop turns a batch is held open under concurrent load (see `MicroBatcher`): one for
+the server to read the requests already at its sockets, one for their tasks to queue them."""
+
 
 @dataclasses.dataclass(frozen=True)
 class BatcherStats:
@@ -115,6 +119,13 @@ class MicroBatcher:
     Whatever the executor, a batcher makes at most one model call at a time: models that are
     not thread-safe need nothing more.
 
+    Under concurrent load (the last batch held more than one request), the batcher lets the
+    event loop turn `ARRIVAL_TURNS` times before it takes a batch that is not full, so that the
+    requests the server has already received join it: measured over HTTP at 64 concurrent
+    1-instance requests on one core, batches grow from ~27 to 64 instances and the CPU per
+    request falls by ~10%, since a forest's cost per call is mostly fixed. A lone client's
+    requests are taken at once.
+
     Batches are counted in instances, not requests. Requests with different options are never
     merged into one call; the oldest waiting request always goes into the next batch, so every
     options group is served in turn. A request larger than `max_batch_size` is split into
@@ -131,7 +142,8 @@ class MicroBatcher:
             instance in order.
         max_batch_size: the most instances in one model call.
         max_wait_s: how long the oldest waiting request may wait for more instances before the
-            model is called, while the batch is not full. 0 (the default) never waits.
+            model is called, while the batch is not full. 0 (the default) never waits on a
+            clock (only the loop turns above).
         executor: where the model is called; the default is a dedicated single-thread
             executor, shut down by `close`. A given executor is never shut down here, and
             every call goes to it.
@@ -169,6 +181,7 @@ class MicroBatcher:
         self.inline_below_s = limit if executor is None else 0.0
         self._mean_call_s: float | None = None
         self._waits_in_a_row = 0
+        self._last_batch_requests = 0
         self._groups: dict[bytes, deque[_Chunk]] = {}
         self._queued: dict[bytes, int] = {}
         self._in_flight: list[_Chunk] = []
@@ -235,30 +248,39 @@ class MicroBatcher:
         frozen_options: Mapping[str, Any] = dict(options) if options else {}
         now = loop.time()
         size = self.max_batch_size
+        if len(instances) <= size:  # the common case, kept lean: one chunk
+            part = instances if isinstance(instances, list) else list(instances)
+            future: asyncio.Future[list[Any]] = loop.create_future()
+            chunk = _Chunk(part, 0, key, frozen_options, future, now)
+            queue = self._groups.get(key)
+            if queue is None:
+                queue = self._groups[key] = deque()
+            queue.append(chunk)
+            self._queued[key] = self._queued.get(key, 0) + len(part)
+            wakeup.set()
+            try:
+                return await future
+            except Exception:
+                self._errors += 1
+                raise
+            except BaseException:  # cancelled: the caller went away
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved
+                self._drop(chunk)  # if it never ran: drop its instances
+                raise
         chunks: list[_Chunk] = []
         for offset in range(0, len(instances), size):
-            if offset == 0 and len(instances) <= size and isinstance(instances, list):
-                part = instances  # the common case needs no copy
-            else:
-                part = list(instances[offset : offset + size])
-            chunk = _Chunk(
-                part,
-                offset,
-                key,
-                frozen_options,
-                loop.create_future(),
-                now,
-            )
+            part = list(instances[offset : offset + size])
+            chunk = _Chunk(part, offset, key, frozen_options, loop.create_future(), now)
             self._groups.setdefault(key, deque()).append(chunk)
             self._queued[key] = self._queued.get(key, 0) + len(chunk.instances)
             chunks.append(chunk)
-        if len(chunks) > 1:
-            for chunk in chunks:
-                chunk.siblings = chunks
+        for chunk in chunks:
+            chunk.siblings = chunks
         wakeup.set()
         try:
-            if len(chunks) == 1:
-                return await chunks[0].future
             outputs: list[Any] = []
             for chunk in chunks:
                 outputs.extend(await chunk.future)
@@ -362,6 +384,12 @@ class MicroBatcher:
                     continue
                 if self.max_wait_s > 0:
                     await self._wait_for_more(key, wakeup)
+                elif self._last_batch_requests > 1 and self._queued[key] < self.max_batch_size:
+                    for _ in range(ARRIVAL_TURNS):  # let what the server received join
+                        await asyncio.sleep(0)
+                    key = self._oldest_group()
+                    if key is None:
+                        continue
                 batch = self._take(key)
                 if batch:
                     await self._predict_batch(batch)
@@ -421,6 +449,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         parts = [chunk.instances for chunk in batch]
         self._in_flight = batch
+        self._last_batch_requests = len(batch)
         inline = self._mean_call_s is not None and self._mean_call_s < self.inline_below_s
         cost = blocked = 0.0
         assert self._model_lock is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +151,18 @@ class PredictionService:
         await self.loaded.close()
 
     # -- prediction -----------------------------------------------------------------------
-    async def _resolve(self, project: str, model: str, version: str | None) -> VersionRecord:
-        key = (project, model, version)
-        cached = self._resolved.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
+    def _cached(self, project: str, model: str, version: str | None) -> VersionRecord | None:
+        """The version a name resolved to less than `_RESOLVE_TTL_S` ago, else None."""
+        cached = self._resolved.get((project, model, version))
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        return None
+
+    async def _resolve(self, project: str, model: str, version: str | None) -> VersionRecord:
+        cached = self._cached(project, model, version)
+        if cached is not None:
+            return cached
+        key = (project, model, version)
         # One lookup per key at a time: when the cached answer expires under load, the
         # requests that arrive meanwhile wait for the same lookup instead of each running one.
         pending = self._resolving.get(key)
@@ -226,7 +232,10 @@ class PredictionService:
             raise InvalidArgument("The request has no 'instances' field.")
         if not isinstance(instances, list):
             raise InvalidArgument("The 'instances' field must be a list.")
-        record = await self._resolve(project, model, version)
+        # the common case (a cached name, a loaded version) awaits one coroutine: the batch
+        record = self._cached(project, model, version)
+        if record is None:
+            record = await self._resolve(project, model, version)
         predictions = await self._predict_with(record, instances, body)
         return record.name, {"predictions": predictions}
 
@@ -250,16 +259,27 @@ class PredictionService:
         record = await self._resolve(project, model, version)
         return await self._predict_with(record, instances, options)
 
-    async def _predict_with(
+    def _predict_with(
         self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
-    ) -> list[Any]:
+    ) -> Awaitable[list[Any]]:
+        """The predictions of `instances` by the version of `record`: its batcher's coroutine
+        when the version is loaded (no coroutine of this method's own in between)."""
         framework = str(record.spec.get("framework") or "")
         if framework in _B64_FRAMEWORKS:
             instances = decode_b64(instances)
         if not instances:
-            return []
+            return _no_predictions()
+        options = dict(options) if options else {}
+        entry = self.loaded.loaded((record.project, record.model, record.name))
+        if entry is None:
+            return self._load_and_predict(record, instances, options)
+        return entry.predict(instances, options)
+
+    async def _load_and_predict(
+        self, record: VersionRecord, instances: list[Any], options: dict[str, Any]
+    ) -> list[Any]:
         entry = await self.loaded.get((record.project, record.model, record.name))
-        return await entry.predict(instances, dict(options) if options else {})
+        return await entry.predict(instances, options)
 
     async def version_record(self, project: str, model: str, version: str | None) -> VersionRecord:
         """The READY version a request would use (None: the model's default).
@@ -269,3 +289,7 @@ class PredictionService:
             FailedPrecondition: not READY, or no default version.
         """
         return await self._resolve(project, model, version)
+
+
+async def _no_predictions() -> list[Any]:
+    return []

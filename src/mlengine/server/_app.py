@@ -15,7 +15,7 @@ import mlengine
 from mlengine.config import Settings
 from mlengine.jobs import JobService, Scheduler
 from mlengine.models import ModelService
-from mlengine.prediction._heap import settle_heap
+from mlengine.prediction._heap import serving_collections, settle_heap
 from mlengine.prediction._serving import PredictionService
 from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
 from mlengine.server._metrics import install_metrics
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
     settings = settings or Settings.load()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: PredictingApp) -> AsyncIterator[None]:
         store = get_store(settings.database_url)
         app.state.store = store
         app.state.jobs = JobService(store, settings)
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         app.state.models = models
         prediction = PredictionService(models, settings)
         app.state.prediction = prediction
+        app.prediction = prediction  # the predict fast path's plain attribute
         await run_in_threadpool(models.fail_interrupted)
         scheduler = Scheduler(store, settings) if run_scheduler else None
         app.state.scheduler = scheduler
@@ -59,9 +60,11 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         settle_heap()  # what start-up made lives as long as the server
         app.state.ready = True  # /readyz
         try:
-            yield
+            with serving_collections():  # fewer young collections under load
+                yield
         finally:
             app.state.ready = False
+            app.prediction = None
             await prediction.close()
             if scheduler is not None:
                 scheduler.stop()
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
     app.include_router(predict_router)
     app.include_router(tfserving_router)
     app.include_router(v2_router)
-    install_metrics(app)  # /metrics and /readyz
+    app.metrics = install_metrics(app)  # /metrics and /readyz
 
     if settings.api_token:
         expected = f"Bearer {settings.api_token}"

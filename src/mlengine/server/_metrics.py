@@ -33,7 +33,6 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
 from starlette.responses import Response
 
 from mlengine.errors import MLEngineError
@@ -49,10 +48,9 @@ __all__ = [
     "PROTOCOL_TFSERVING",
     "PROTOCOL_V2",
     "PredictionMetrics",
-    "count_in",
     "count_prediction",
+    "default_version_name",
     "install_metrics",
-    "observe_prediction_in",
     "readiness",
     "router",
 ]
@@ -280,46 +278,20 @@ def count_prediction(
 ) -> None:
     """Count a predict request that began at ``time.perf_counter()`` `started` and was
     answered by `version` (``""`` when none was resolved) with HTTP status `code`."""
-    count_in(request.app.state, protocol, model, version, code, started, instances)
-
-
-def count_in(
-    state: State,
-    protocol: str,
-    model: str,
-    version: str,
-    code: int,
-    started: float,
-    instances: int,
-) -> None:
-    """`count_prediction` in the app whose state is `state`."""
-    seconds = time.perf_counter() - started
-    metrics: PredictionMetrics | None = getattr(state, "metrics", None)
+    metrics: PredictionMetrics | None = getattr(request.app.state, "metrics", None)
     if metrics is not None:
-        metrics.observe(protocol, model, version, code, seconds, instances)
+        metrics.observe(protocol, model, version, code, time.perf_counter() - started, instances)
 
 
-async def observe_prediction_in(
-    state: State,
-    protocol: str,
-    project: str,
-    model: str,
-    version: str | None,
-    code: int,
-    started: float,
-    instances: int = 0,
-) -> None:
-    """`count_prediction` in the app whose state is `state`, for a request that may name no
-    version: one for a model's default version (`version` None) is counted under the
-    default's name, resolved through the prediction service's cache; unknown models get
-    ``""``."""
-    if version is None and code != 404:
-        prediction: PredictionService = state.prediction
-        try:
-            version = (await prediction.version_record(project, model, None)).name
-        except MLEngineError:
-            version = None
-    count_in(state, protocol, model, version or "", code, started, instances)
+async def default_version_name(
+    prediction: PredictionService, project: str, model: str
+) -> str | None:
+    """The name of `model`'s default version (through the prediction service's cache), or None
+    when it has none or is unknown: how a request for a model's default is counted."""
+    try:
+        return (await prediction.version_record(project, model, None)).name
+    except MLEngineError:
+        return None
 
 
 def _ping(store: MetadataStore) -> None:

@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mlengine.errors import MLEngineError, NotFound
+from mlengine.prediction._serving import PredictionService
 from mlengine.server._errors import error_body
-from mlengine.server._metrics import PROTOCOL_ML_V1, count_in, observe_prediction_in
+from mlengine.server._metrics import PROTOCOL_ML_V1, PredictionMetrics, default_version_name
 
 __all__ = ["PredictingApp", "router"]
 
@@ -34,14 +34,19 @@ _JSON_HEADERS = (b"content-type", b"application/json")
 
 
 async def answer_predict(
-    state: State, project: str, model: str, version: str | None, raw: bytes
+    prediction: PredictionService,
+    metrics: PredictionMetrics | None,
+    project: str,
+    model: str,
+    version: str | None,
+    raw: bytes,
 ) -> tuple[int, bytes]:
-    """Predict one ml v1 request body; the HTTP status and the JSON answer. Counted in the
-    app's metrics."""
+    """Predict one ml v1 request body; the HTTP status and the JSON answer. Counted in
+    `metrics` (when given) under the version that answered."""
     started = time.perf_counter()
     instances = 0
     try:
-        version, result = await state.prediction.predict(project, model, version, raw)
+        version, result = await prediction.predict(project, model, version, raw)
     except NotFound as error:
         status, body = 404, error_body(404, error.message)
     except MLEngineError as error:
@@ -50,23 +55,34 @@ async def answer_predict(
             message = f"Prediction failed: {message}"
         status = error.http_status if error.http_status < 500 else 500
         body = orjson.dumps({"error": message})
+        if version is None:  # a request for the default: counted under the default's name
+            version = await default_version_name(prediction, project, model)
     else:
         status = 200
         body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
         instances = len(result["predictions"])
-    if version is not None or status == 404:  # nothing to resolve: no coroutine to await
-        count_in(state, PROTOCOL_ML_V1, model, version or "", status, started, instances)
-    else:
-        await observe_prediction_in(
-            state, PROTOCOL_ML_V1, project, model, version, status, started, instances
+    if metrics is not None:
+        metrics.observe(
+            PROTOCOL_ML_V1, model, version or "", status, time.perf_counter() - started, instances
         )
     return status, body
 
 
 async def _predict(project: str, model: str, version: str | None, request: Request) -> Response:
-    status, body = await answer_predict(
-        request.app.state, project, model, version, await request.body()
-    )
+    state = request.app.state
+    prediction: PredictionService | None = getattr(state, "prediction", None)
+    if prediction is None:  # the lifespan has not started
+        status = 503
+        body = orjson.dumps({"error": "Prediction failed: the server is starting."})
+    else:
+        status, body = await answer_predict(
+            prediction,
+            getattr(state, "metrics", None),
+            project,
+            model,
+            version,
+            await request.body(),
+        )
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -87,14 +103,9 @@ class _Disconnected(Exception):
     """The client went away before its request body arrived."""
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    if message["type"] != "http.request":
-        raise _Disconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    parts = [body]
+async def _read_rest(first: bytes, receive: Receive) -> bytes:
+    """The whole request body, of which `first` came in the first message."""
+    parts = [first]
     while True:
         message = await receive()
         if message["type"] != "http.request":
@@ -108,26 +119,44 @@ class PredictingApp(FastAPI):
     """The API server's application: FastAPI, except that ml v1 ``:predict`` requests are
     answered straight from the ASGI call (the bearer token still checked), skipping the
     middleware stack, routing and dependency resolution: measured on a 2-core machine, that
-    more than doubles the requests/s of small predictions. Every other request, and every
-    predict request that fails the token check, goes through FastAPI unchanged."""
+    more than doubles the requests/s of small predictions. Every other request, every predict
+    request that fails the token check, and every request while `prediction` is None (before
+    the lifespan starts it) goes through FastAPI unchanged.
+
+    Attributes:
+        prediction: the app's `PredictionService` while it serves (set by its lifespan).
+        metrics: where predict requests are counted, when the app has metrics.
+    """
 
     def __init__(self, *args: Any, api_token: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._authorization = f"Bearer {api_token}".encode() if api_token else b""
+        # plain attributes: `app.state` looks its values up through a failed attribute lookup
+        # (an AttributeError made and dropped), which costs more than the rest of routing here
+        self.prediction: PredictionService | None = None
+        self.metrics: PredictionMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        prediction = self.prediction
         match = None
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _PREDICT_PATH.match(scope["path"])
-        if match is None or not self._authorised(scope):
+        if match is None or prediction is None or not self._authorised(scope):
             await super().__call__(scope, receive, send)
             return
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        raw: bytes = message.get("body", b"")
+        if message.get("more_body", False):
+            try:
+                raw = await _read_rest(raw, receive)
+            except _Disconnected:
+                return
         try:
-            raw = await _read_body(receive)
-        except _Disconnected:
-            return
-        try:
-            status, body = await answer_predict(self.state, match[1], match[2], match[3], raw)
+            status, body = await answer_predict(
+                prediction, self.metrics, match[1], match[2], match[3], raw
+            )
         except Exception as error:  # no error middleware in front of this path: answer here
             logger.exception("prediction failed unexpectedly")
             status = 500
