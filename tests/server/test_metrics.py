@@ -17,6 +17,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import mlengine
 from mlengine.config import Settings
+from mlengine.server import _predict as predict_module
 from mlengine.server import create_app
 from mlengine.server._metrics import _INSTANCE_BUCKETS, _LATENCY_BUCKETS, PredictionMetrics
 from tests.conftest import ServerProcess
@@ -128,6 +129,32 @@ async def test_the_predict_fast_path_serves_while_the_lifespan_runs(settings: Se
             labels = {"model": "nope", "version": "", "protocol": "ml_v1", "code": "404"}
             assert value(metrics, "mlengine_prediction_requests_total", **labels) == 1
         assert app.prediction is None
+
+
+@pytest.mark.anyio
+async def test_the_fast_path_parses_each_predict_path_right_however_many_it_keeps(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predict_module, "_ROUTES_KEPT", 2)
+    app = create_app(settings, run_scheduler=False)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://app") as client,
+        app.router.lifespan_context(app),
+    ):
+        for round_ in range(2):  # the second round finds some paths remembered
+            for name in ("m1", "m2", "m3"):
+                for path, expected in (
+                    (f"/v1/projects/p{round_}/models/{name}:predict", f"models/{name} "),
+                    (f"/v1/projects/p/models/{name}/versions/v7:predict", f"{name}/versions/v7"),
+                ):
+                    answer = await client.post(path, json={"instances": [[1.0]]})
+                    assert answer.status_code == 404, path
+                    assert expected in answer.json()["error"]["message"], path
+                assert len(app._routes) <= 2
+        other = await client.post("/v1/projects/p/models/m1:explain", json={})
+        assert other.status_code in (404, 405)  # not a predict path: left to FastAPI
+        assert "/v1/projects/p/models/m1:explain" not in app._routes
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ class _Chunk:
         self.future = future
         self.enqueued_at = enqueued_at
         self.queued = True
-        self.siblings: list[_Chunk] = []  # every chunk of a request split in several
+        self.siblings: Sequence[_Chunk] = ()  # every chunk of a request split in several
 
 
 class MicroBatcher:
@@ -239,12 +239,14 @@ class MicroBatcher:
                 "requests; send the request again."
             )
         loop = asyncio.get_running_loop()
-        wakeup = self._start(loop)
+        task, wakeup = self._task, self._wakeup
+        if task is None or wakeup is None or self._loop is not loop or task.done():
+            wakeup = self._start(loop)
         self._requests += 1
         if not instances:
             return []
         self._instances += len(instances)
-        key = _options_key(options)
+        key = _options_key(options) if options else _NO_OPTIONS_KEY
         frozen_options: Mapping[str, Any] = dict(options) if options else {}
         now = loop.time()
         size = self.max_batch_size
@@ -572,10 +574,13 @@ class MicroBatcher:
             self._drop(chunk)
 
 
+_NO_OPTIONS_KEY = b"{}"
+
+
 def _options_key(options: Mapping[str, Any] | None) -> bytes:
     """A hashable key equal for equal options, whatever their order."""
     if not options:
-        return b"{}"
+        return _NO_OPTIONS_KEY
     try:
         return orjson.dumps(
             options,

@@ -44,6 +44,7 @@ class PredictionService:
     def __init__(self, models: ModelService, settings: Settings) -> None:
         self.models = models
         self.settings = settings
+        self._max_request_bytes = settings.max_request_bytes  # read on every request
         self.loaded = LoadedVersions(
             self._load, capacity=settings.loaded_versions, batcher_options=self._batcher_options
         )
@@ -216,15 +217,17 @@ class PredictionService:
             NotFound: no such model or version.
             FailedPrecondition: the version is not READY or the model has no default.
         """
-        if len(raw) > self.settings.max_request_bytes:
+        if len(raw) > self._max_request_bytes:
             raise PayloadTooLarge(
                 f"The request body has {len(raw)} bytes; the limit is "
-                f"{self.settings.max_request_bytes} (max_request_bytes)."
+                f"{self._max_request_bytes} (max_request_bytes)."
             )
         try:
-            body = orjson.loads(raw) if raw.strip() else None
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            raise InvalidArgument(f"The request body is not valid JSON: {error}.") from None
+            if raw.strip():
+                raise InvalidArgument(f"The request body is not valid JSON: {error}.") from None
+            body = None  # empty: answered below as a body that is not an object
         if not isinstance(body, dict):
             raise InvalidArgument('The request body must be a JSON object {"instances": [...]}.')
         instances = body.pop("instances", None)
@@ -273,7 +276,7 @@ class PredictionService:
         entry = self.loaded.loaded((record.project, record.model, record.name))
         if entry is None:
             return self._load_and_predict(record, instances, options)
-        return entry.predict(instances, options)
+        return entry.batcher.predict(instances, options)
 
     async def _load_and_predict(
         self, record: VersionRecord, instances: list[Any], options: dict[str, Any]

@@ -97,6 +97,29 @@ async def predict_model(project: str, model: str, request: Request) -> Response:
 
 
 _PREDICT_PATH = re.compile(r"^/v1/projects/([^/]+)/models/([^/:]+)(?:/versions/([^/:]+))?:predict$")
+_ROUTES_KEPT = 4096
+"""Predict paths whose parse is remembered (a few per model; all forgotten when full)."""
+
+Route = tuple[str, str, str | None]
+"""The project, model and version (None: the default) of a predict path."""
+
+
+def _predict_route(path: str) -> Route | None:
+    match = _PREDICT_PATH.match(path)
+    return None if match is None else (match[1], match[2], match[3])
+
+
+_LENGTH_HEADERS: dict[int, tuple[bytes, bytes]] = {}
+
+
+def _content_length(size: int) -> tuple[bytes, bytes]:
+    """The ``content-length`` header of a `size`-byte body (remembered for small ones)."""
+    header = _LENGTH_HEADERS.get(size)
+    if header is None:
+        header = (b"content-length", str(size).encode())
+        if size < 4096:
+            _LENGTH_HEADERS[size] = header
+    return header
 
 
 class _Disconnected(Exception):
@@ -131,17 +154,30 @@ class PredictingApp(FastAPI):
     def __init__(self, *args: Any, api_token: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._authorization = f"Bearer {api_token}".encode() if api_token else b""
+        self._bearer = (b"authorization", self._authorization)  # the header it must carry
         # plain attributes: `app.state` looks its values up through a failed attribute lookup
         # (an AttributeError made and dropped), which costs more than the rest of routing here
         self.prediction: PredictionService | None = None
         self.metrics: PredictionMetrics | None = None
+        self._routes: dict[str, Route] = {}  # parsed predict paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         prediction = self.prediction
-        match = None
+        route = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PREDICT_PATH.match(scope["path"])
-        if match is None or prediction is None or not self._authorised(scope):
+            path = scope["path"]
+            route = self._routes.get(path)
+            if route is None:
+                route = _predict_route(path)
+                if route is not None:
+                    if len(self._routes) >= _ROUTES_KEPT:
+                        self._routes.clear()
+                    self._routes[path] = route
+        if (
+            route is None
+            or prediction is None
+            or (self._authorization and self._bearer not in scope["headers"])
+        ):
             await super().__call__(scope, receive, send)
             return
         message = await receive()
@@ -154,8 +190,9 @@ class PredictingApp(FastAPI):
             except _Disconnected:
                 return
         try:
+            project, model, version = route
             status, body = await answer_predict(
-                prediction, self.metrics, match[1], match[2], match[3], raw
+                prediction, self.metrics, project, model, version, raw
             )
         except Exception as error:  # no error middleware in front of this path: answer here
             logger.exception("prediction failed unexpectedly")
@@ -167,12 +204,7 @@ class PredictingApp(FastAPI):
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [_JSON_HEADERS, (b"content-length", b"%d" % len(body))],
+                "headers": [_JSON_HEADERS, _content_length(len(body))],
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-    def _authorised(self, scope: Scope) -> bool:
-        if not self._authorization:
-            return True
-        return (b"authorization", self._authorization) in scope["headers"]
