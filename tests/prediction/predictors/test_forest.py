@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 from sklearn.ensemble import (
@@ -16,7 +18,9 @@ from sklearn.ensemble import (
 )
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
+from mlengine.prediction.predictors import PredictionError, load_predictor
 from mlengine.prediction.predictors._forest import forest_shortcut
 from mlengine.prediction.predictors._sklearn import SklearnPredictor
 
@@ -149,3 +153,21 @@ def test_objects_sent_to_a_model_without_named_columns_are_named_in_the_error() 
     )
     with pytest.raises(ValueError, match=r"instance 1.*not objects|not objects.*instance 1"):
         predictor.predict([[0.0] * 5, {"a": 1.0}])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [RandomForestClassifier(n_estimators=5, random_state=0), DecisionTreeClassifier()],
+    ids=["forest", "tree"],
+)
+def test_a_value_beyond_float32_is_named_by_its_instance(model: Any, tmp_path: Path) -> None:
+    """scikit-learn's trees cast to float32 and refuse what overflows, naming no row."""
+    features, target, queries = _data(4)
+    joblib.dump(model.fit(features, target > 0), tmp_path / "model.joblib")
+    predictor = load_predictor(tmp_path, "SCIKIT_LEARN")
+    instances = queries[:4].tolist()
+    instances[2][1] = 1e300
+    with pytest.raises(PredictionError, match=r"instance 2: .*(too large|overflow)"):
+        predictor.predict(instances)
+    instances[2][1] = 1.0
+    assert len(predictor.predict(instances)) == 4

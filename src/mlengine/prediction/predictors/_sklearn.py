@@ -343,7 +343,9 @@ class SklearnPredictor(Predictor):
             else:
                 outputs = shortcut_call(shortcut, method, inputs)
         except Exception as error:
-            raise PredictionError.during(self.library, error_detail(error)) from error
+            raise PredictionError.during(
+                self.library, error_detail(error), instance_index=_beyond_float32(inputs, error)
+            ) from error
         return per_instance(outputs, len(instances), self.library)
 
     def model_example_instances(self) -> list[Any] | None:
@@ -353,3 +355,20 @@ class SklearnPredictor(Predictor):
             self._example = checked_example(self, table_example(self.model))
             self._example_derived = True
         return self._example
+
+
+def _beyond_float32(inputs: Any, error: Exception) -> int | None:
+    """The first instance holding a finite number beyond float32's range, when the model
+    refused one (scikit-learn's trees cast to float32 and say only "a value too large for
+    dtype('float32')", or numpy "overflow encountered in cast", naming no row); else None."""
+    message = str(error)  # the check's error, or numpy's warning when warnings are errors
+    if ("float32" not in message and "overflow" not in message) or not isinstance(
+        inputs, np.ndarray
+    ):
+        return None
+    if inputs.dtype.kind != "f" or inputs.ndim == 0 or len(inputs) == 0:
+        return None
+    with np.errstate(over="ignore"):
+        beyond = np.isinf(inputs.astype(np.float32)) & np.isfinite(inputs)
+    rows = beyond.reshape(len(inputs), -1).any(axis=1)
+    return int(np.argmax(rows)) if rows.any() else None
