@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from mlengine.prediction.predictors import PredictionError, load_predictor
+from mlengine.prediction.predictors import _forest as forest_module
 from mlengine.prediction.predictors._forest import forest_shortcut
 from mlengine.prediction.predictors._sklearn import SklearnPredictor
 
@@ -62,6 +63,60 @@ def test_regressors_are_bit_identical(forest_class: Any) -> None:
     shortcut = forest_shortcut(forest)
     assert shortcut is not None
     np.testing.assert_array_equal(shortcut.predict(queries), forest.predict(queries))
+
+
+@pytest.mark.parametrize("forest_class", CLASSIFIERS + REGRESSORS)
+@pytest.mark.parametrize("max_depth", [4, None], ids=["shallow", "grown"])
+def test_few_rows_walked_in_python_are_bit_identical(
+    forest_class: Any, max_depth: int | None
+) -> None:
+    features, target, queries = _data(7)
+    if forest_class in CLASSIFIERS:
+        target = np.digitize(target, [-1.0, 1.0])
+    forest = forest_class(n_estimators=30, max_depth=max_depth, random_state=0)
+    forest.fit(features, target)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None
+    assert shortcut._python_rows >= (4 if max_depth else 1)  # the shallower, the more rows
+    for rows in range(1, shortcut._python_rows + 2):  # up to one row past the Python walk
+        batch = queries[:rows]
+        np.testing.assert_array_equal(shortcut.predict(batch), forest.predict(batch))
+        if forest_class in CLASSIFIERS:
+            np.testing.assert_array_equal(
+                shortcut.predict_proba(batch), forest.predict_proba(batch)
+            )
+    # and the walk itself finds each tree's own leaves, thresholds met exactly included
+    edge = queries[:3].astype(np.float32)
+    edge[0, :] = [float(tree.threshold[0]) for tree in shortcut.trees[:1]] * 5
+    leaves = shortcut._leaves_in_python(edge) - shortcut._first_node
+    np.testing.assert_array_equal(leaves, [tree.apply(edge) for tree in shortcut.trees])
+
+
+def test_large_forests_keep_no_python_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    features, target, queries = _data(8)
+    forest = RandomForestRegressor(n_estimators=10, random_state=0).fit(features, target)
+    nodes = sum(estimator.tree_.node_count for estimator in forest.estimators_)
+    monkeypatch.setattr(forest_module, "PYTHON_TABLE_NODES", nodes - 1)
+    large = forest_shortcut(forest)
+    assert large is not None and large._python_rows == 0 and not large._tables
+    np.testing.assert_array_equal(large.predict(queries[:1]), forest.predict(queries[:1]))
+    monkeypatch.setattr(forest_module, "PYTHON_TABLE_NODES", nodes)
+    small = forest_shortcut(forest)
+    assert small is not None and small._python_rows > 0
+
+
+def test_missing_values_walked_in_python_go_where_each_node_sends_them() -> None:
+    features, target, queries = _data(3, missing=True)
+    forest = RandomForestRegressor(n_estimators=20, max_depth=5, random_state=0)
+    forest.fit(features, target)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None and shortcut._python_rows >= 2
+    with_nan = queries[np.isnan(queries).any(axis=1)][: shortcut._python_rows]
+    assert len(with_nan) == shortcut._python_rows
+    np.testing.assert_array_equal(shortcut.predict(with_nan), forest.predict(with_nan))
+    leaves = shortcut._leaves_in_python(with_nan.astype(np.float32))
+    expected = [tree.apply(with_nan.astype(np.float32)) for tree in shortcut.trees]
+    np.testing.assert_array_equal(leaves - shortcut._first_node, expected)
 
 
 @pytest.mark.parametrize("rows_per_block", [7, None], ids=["small-blocks", "default-blocks"])

@@ -6,9 +6,18 @@ count (DESIGN.md §7), which is most of what an online prediction of a few rows 
 shortcut validates the input once with the forest's own check, finds each tree's leaves with
 ``tree_.apply`` (the Cython routine under the trees' ``predict_proba``/``predict``), looks all
 the leaves' values up in one gather from the trees' value tables laid end to end, and sums them
-in the estimators' order, exactly as the forest does with ``n_jobs=1``: the outputs are
+in the estimators' order from zero, exactly as the forest does with ``n_jobs=1``: the outputs are
 bit-identical (the conformance tests compare them), at about 0.3 ms per call of a few rows for
 100 trees, and ~10% less than tree-by-tree ``tree_.predict`` on a batch of 1024 rows.
+
+A tree's ``apply`` costs ~2 us per call whatever the rows (argument checks, an output array,
+the GIL released and taken back), ~0.2 ms of a 100-tree forest's call. For a handful of rows,
+walking the trees in Python over tables of plain lists costs less (~25 us for one row of a
+100-tree forest of depth ~5), so small calls (a lone client's request) find their leaves that
+way: the same float32 inputs compared with the same float64 thresholds (NaN sent where each
+node sends missing values), the same leaves, then the same gather and sum. How many rows go
+that way follows from the trees' depth; forests with more than `PYTHON_TABLE_NODES` nodes in
+all never do.
 
 Only the exact forest classes with one output are taken, alone or as the last step of a plain
 ``Pipeline``; anything else (subclasses, multi-output forests, sparse inputs) goes through the
@@ -22,9 +31,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ForestShortcut", "forest_shortcut", "shortcut_call"]
+__all__ = ["PYTHON_TABLE_NODES", "ForestShortcut", "forest_shortcut", "shortcut_call"]
 
 _BLOCK_VALUES = 1 << 20
+
+PYTHON_TABLE_NODES = 100_000
+"""The most nodes (all trees together) for which a forest keeps Python tables of its trees."""
+
+_APPLY_CALL_US = 2.2
+"""What one ``tree_.apply`` call costs beyond its rows' walks (measured, scikit-learn 1.9)."""
+_PYTHON_TREE_US = 0.05
+_PYTHON_LEVEL_US = 0.045
+"""What walking one row through one tree in Python costs: per tree, and per level descended."""
 
 
 class ForestShortcut:
@@ -52,6 +70,17 @@ class ForestShortcut:
         self._first_node = starts.astype(np.intp)[:, None]  # of each tree, in `_values`
         # rows per gather, so that the (trees, rows, outputs) block stays near 8 MB
         self._rows_per_block = max(256, _BLOCK_VALUES // (len(self.trees) * self.n_classes))
+        self._tables: list[_TreeTable] = []
+        self._python_rows = 0  # calls with at most this many rows walk the trees in Python
+        nodes = sum(int(tree.node_count) for tree in self.trees)
+        if nodes <= PYTHON_TABLE_NODES:
+            self._tables = [
+                (int(first), tree.children_left.tolist(), tree.children_right.tolist(),
+                 tree.feature.tolist(), tree.threshold.tolist(), _missing_go_to_left(tree))
+                for first, tree in zip(self._first_node[:, 0], self.trees, strict=True)
+            ]  # fmt: skip
+            depth = float(np.mean([tree.max_depth for tree in self.trees]))
+            self._python_rows = int(_APPLY_CALL_US / (_PYTHON_TREE_US + _PYTHON_LEVEL_US * depth))
 
     def _validated(self, inputs: Any) -> np.ndarray:
         if self.transform is not None:
@@ -76,6 +105,10 @@ class ForestShortcut:
         the trees axis (numpy adds tree after tree there, the forest's own order)."""
         rows = array.shape[0]
         total = np.empty((rows, self.n_classes), dtype=np.float64)
+        if rows <= self._python_rows:
+            _sum_over_trees(self._values.take(self._leaves_in_python(array), axis=0), total)
+            total /= len(self.trees)
+            return total
         leaves = np.empty((len(self.trees), min(rows, self._rows_per_block)), dtype=np.intp)
         for start in range(0, rows, self._rows_per_block):
             block = array[start : start + self._rows_per_block]
@@ -83,11 +116,32 @@ class ForestShortcut:
             for index, tree in enumerate(self.trees):
                 found[index] = tree.apply(block)
             found += self._first_node
-            np.add.reduce(
-                self._values.take(found, axis=0), axis=0, out=total[start : start + len(block)]
-            )
+            _sum_over_trees(self._values.take(found, axis=0), total[start : start + len(block)])
         total /= len(self.trees)
         return total
+
+    def _leaves_in_python(self, array: np.ndarray) -> np.ndarray:
+        """Each tree's leaf for each row, as indexes into `_values` (trees x rows): the walk of
+        ``tree_.apply`` on the float32 inputs as Python floats (``x <= threshold`` goes left,
+        NaN goes where the node sends missing values, -1 marks a leaf)."""
+        rows = array.tolist()
+        found: list[int] = []
+        add = found.append
+        for first, left, right, feature, threshold, missing_left in self._tables:
+            for row in rows:
+                node = 0
+                child = left[0]
+                while child != -1:
+                    value = row[feature[node]]
+                    if value <= threshold[node]:
+                        node = child
+                    elif value == value or not missing_left[node]:  # a number, or NaN sent right
+                        node = right[node]
+                    else:
+                        node = child
+                    child = left[node]
+                add(first + node)
+        return np.array(found, dtype=np.intp).reshape(len(self._tables), len(rows))
 
     def predict_proba(self, inputs: Any) -> np.ndarray:
         """Class probabilities, as ``forest.predict_proba`` (classifiers only)."""
@@ -101,6 +155,21 @@ class ForestShortcut:
         return summed[:, 0]
 
 
+def _sum_over_trees(values: np.ndarray, out: np.ndarray) -> None:
+    """`out` = the (trees, rows, outputs) `values` summed over the trees, one after the other
+    from zero, as the forest accumulates its trees' predictions.
+
+    ``np.add.reduce`` along the trees axis adds tree after tree while rows x outputs > 1 (that
+    axis is then the outer loop), but sums pairwise when each tree holds one value (one row of
+    a regressor): there ``np.add.accumulate`` keeps the order. Adding 0.0 turns a sum of
+    negative zeros into the forest's positive zero."""
+    if values.shape[1] * values.shape[2] == 1:
+        np.add(np.add.accumulate(values, axis=0)[-1], 0.0, out=out)
+    else:
+        np.add.reduce(values, axis=0, out=out)
+        np.add(out, 0.0, out=out)
+
+
 def _is_float_matrix(inputs: Any, width: int) -> bool:
     return (
         type(inputs) is np.ndarray
@@ -109,6 +178,18 @@ def _is_float_matrix(inputs: Any, width: int) -> bool:
         and inputs.shape[1] == width
         and inputs.dtype.kind == "f"
     )
+
+
+_TreeTable = tuple[int, list[int], list[int], list[int], list[float], list[int]]
+"""A tree as plain lists: its first node in `_values`, then children_left, children_right,
+feature, threshold and missing_go_to_left by node."""
+
+
+def _missing_go_to_left(tree: Any) -> list[int]:
+    """Where each node sends NaN (1: left), as ``tree_.apply`` does; all right for a
+    scikit-learn without missing-value support (it refuses NaN before any walk)."""
+    missing = getattr(tree, "missing_go_to_left", None)
+    return [0] * int(tree.node_count) if missing is None else np.asarray(missing).tolist()
 
 
 class _NotShortcut(Exception):
