@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -247,7 +248,7 @@ class MicroBatcher:
             return []
         self._instances += len(instances)
         key = _options_key(options) if options else _NO_OPTIONS_KEY
-        frozen_options: Mapping[str, Any] = dict(options) if options else {}
+        frozen_options: Mapping[str, Any] = dict(options) if options else _NO_OPTIONS
         now = loop.time()
         size = self.max_batch_size
         if len(instances) <= size:  # the common case, kept lean: one chunk
@@ -438,13 +439,15 @@ class MicroBatcher:
             if chunk.future.done():
                 self._drop(queue.popleft())
                 continue
-            if size + len(chunk.instances) > self.max_batch_size:
+            count = len(chunk.instances)
+            if size + count > self.max_batch_size:
                 break
             queue.popleft()
             chunk.queued = False
-            self._queued[key] -= len(chunk.instances)
-            size += len(chunk.instances)
+            size += count
             batch.append(chunk)
+        if size:
+            self._queued[key] -= size
         return batch
 
     async def _predict_batch(self, batch: list[_Chunk]) -> None:
@@ -575,6 +578,7 @@ class MicroBatcher:
 
 
 _NO_OPTIONS_KEY = b"{}"
+_NO_OPTIONS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def _options_key(options: Mapping[str, Any] | None) -> bytes:
