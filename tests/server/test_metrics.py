@@ -152,6 +152,12 @@ async def test_the_fast_path_parses_each_predict_path_right_however_many_it_keep
                     assert answer.status_code == 404, path
                     assert expected in answer.json()["error"]["message"], path
                 assert len(app._routes) <= 2
+        long_name = "m" * 600  # answered, but too long a path to remember
+        answer = await client.post(
+            f"/v1/projects/p/models/{long_name}:predict", json={"instances": [[1.0]]}
+        )
+        assert answer.status_code == 404 and long_name in answer.json()["error"]["message"]
+        assert all(len(path) <= 512 for path in app._routes)
         other = await client.post("/v1/projects/p/models/m1:explain", json={})
         assert other.status_code in (404, 405)  # not a predict path: left to FastAPI
         assert "/v1/projects/p/models/m1:explain" not in app._routes

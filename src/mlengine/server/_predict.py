@@ -99,6 +99,8 @@ async def predict_model(project: str, model: str, request: Request) -> Response:
 _PREDICT_PATH = re.compile(r"^/v1/projects/([^/]+)/models/([^/:]+)(?:/versions/([^/:]+))?:predict$")
 _ROUTES_KEPT = 4096
 """Predict paths whose parse is remembered (a few per model; all forgotten when full)."""
+_ROUTE_PATH_KEPT = 512
+"""The longest path remembered, so that the memory the cache holds stays small."""
 
 Route = tuple[str, str, str | None]
 """The project, model and version (None: the default) of a predict path."""
@@ -169,7 +171,7 @@ class PredictingApp(FastAPI):
             route = self._routes.get(path)
             if route is None:
                 route = _predict_route(path)
-                if route is not None:
+                if route is not None and len(path) <= _ROUTE_PATH_KEPT:
                     if len(self._routes) >= _ROUTES_KEPT:
                         self._routes.clear()
                     self._routes[path] = route
