@@ -266,20 +266,20 @@ class PredictionService:
         self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
     ) -> Awaitable[list[Any]]:
         """The predictions of `instances` by the version of `record`: its batcher's coroutine
-        when the version is loaded (no coroutine of this method's own in between)."""
+        when the version is loaded (no coroutine of this method's own in between). The batcher
+        keeps its own copy of `options`."""
         framework = str(record.spec.get("framework") or "")
         if framework in _B64_FRAMEWORKS:
             instances = decode_b64(instances)
         if not instances:
             return _no_predictions()
-        options = dict(options) if options else {}
         entry = self.loaded.loaded((record.project, record.model, record.name))
         if entry is None:
             return self._load_and_predict(record, instances, options)
-        return entry.batcher.predict(instances, options)
+        return entry.predict(instances, options)
 
     async def _load_and_predict(
-        self, record: VersionRecord, instances: list[Any], options: dict[str, Any]
+        self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
     ) -> list[Any]:
         entry = await self.loaded.get((record.project, record.model, record.name))
         return await entry.predict(instances, options)
