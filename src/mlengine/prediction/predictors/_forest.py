@@ -95,7 +95,8 @@ class ForestShortcut:
             refused = np.isinf(array).any() if self._allow_nan else not np.isfinite(array).all()
             if not refused:
                 return array
-        array = self.forest._validate_X_predict(inputs)
+        with np.errstate(over="ignore"):  # an overflow is refused below, not logged as well
+            array = self.forest._validate_X_predict(inputs)
         if not isinstance(array, np.ndarray):  # sparse: the forest's own path handles it
             raise _NotShortcut
         return array
