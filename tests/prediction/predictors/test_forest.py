@@ -67,9 +67,11 @@ def test_regressors_are_bit_identical(forest_class: Any) -> None:
 
 @pytest.mark.parametrize("forest_class", CLASSIFIERS + REGRESSORS)
 @pytest.mark.parametrize("max_depth", [4, None], ids=["shallow", "grown"])
-def test_few_rows_walked_in_python_are_bit_identical(
+def test_every_way_of_finding_leaves_is_bit_identical(
     forest_class: Any, max_depth: int | None
 ) -> None:
+    """tree_.apply, the bit vectors (small trees only) and the Python walk, each forced, on
+    every row count up to a few past where the cost model leaves the Python walk."""
     features, target, queries = _data(7)
     if forest_class in CLASSIFIERS:
         target = np.digitize(target, [-1.0, 1.0])
@@ -77,19 +79,33 @@ def test_few_rows_walked_in_python_are_bit_identical(
     forest.fit(features, target)
     shortcut = forest_shortcut(forest)
     assert shortcut is not None
-    assert shortcut._python_rows >= (4 if max_depth else 1)  # the shallower, the more rows
-    for rows in range(1, shortcut._python_rows + 2):  # up to one row past the Python walk
-        batch = queries[:rows]
+    assert shortcut._bits is not None or max_depth is None  # grown trees may pass 64 leaves
+    ways = [forest_module._APPLY, forest_module._PYTHON]
+    ways += [forest_module._BITS] if shortcut._bits is not None else []
+    for rows in [*range(1, 10), len(queries)]:
+        batch = queries[:rows].astype(np.float32)
+        expected = forest.predict_proba(batch) if forest_class in CLASSIFIERS else None
+        for way in ways:
+            summed = shortcut._summed(batch, way)
+            if expected is not None:
+                np.testing.assert_array_equal(summed, expected, err_msg=f"{way}, {rows} rows")
+            else:
+                np.testing.assert_array_equal(summed[:, 0], forest.predict(batch), err_msg=way)
         np.testing.assert_array_equal(shortcut.predict(batch), forest.predict(batch))
-        if forest_class in CLASSIFIERS:
-            np.testing.assert_array_equal(
-                shortcut.predict_proba(batch), forest.predict_proba(batch)
-            )
     # and the walk itself finds each tree's own leaves, thresholds met exactly included
     edge = queries[:3].astype(np.float32)
     edge[0, :] = [float(tree.threshold[0]) for tree in shortcut.trees[:1]] * 5
     leaves = shortcut._leaves_in_python(edge) - shortcut._first_node
     np.testing.assert_array_equal(leaves, [tree.apply(edge) for tree in shortcut.trees])
+
+
+def test_few_rows_of_a_grown_forest_are_walked_in_python_and_many_by_apply() -> None:
+    features, target, queries = _data(7)
+    forest = RandomForestRegressor(n_estimators=30, random_state=0).fit(features, target)
+    shortcut = forest_shortcut(forest)
+    assert shortcut is not None and shortcut._bits is None
+    ways = [shortcut._way(queries[:rows].astype(np.float32)) for rows in (1, 97)]
+    assert ways == [forest_module._PYTHON, forest_module._APPLY]
 
 
 def test_large_forests_keep_no_python_tables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,11 +114,13 @@ def test_large_forests_keep_no_python_tables(monkeypatch: pytest.MonkeyPatch) ->
     nodes = sum(estimator.tree_.node_count for estimator in forest.estimators_)
     monkeypatch.setattr(forest_module, "PYTHON_TABLE_NODES", nodes - 1)
     large = forest_shortcut(forest)
-    assert large is not None and large._python_rows == 0 and not large._tables
+    assert large is not None and not large._tables
+    assert large._way(queries[:1].astype(np.float32)) == forest_module._APPLY
     np.testing.assert_array_equal(large.predict(queries[:1]), forest.predict(queries[:1]))
     monkeypatch.setattr(forest_module, "PYTHON_TABLE_NODES", nodes)
     small = forest_shortcut(forest)
-    assert small is not None and small._python_rows > 0
+    assert small is not None and small._tables
+    assert small._way(queries[:1].astype(np.float32)) == forest_module._PYTHON
 
 
 def test_missing_values_walked_in_python_go_where_each_node_sends_them() -> None:
@@ -110,12 +128,14 @@ def test_missing_values_walked_in_python_go_where_each_node_sends_them() -> None
     forest = RandomForestRegressor(n_estimators=20, max_depth=5, random_state=0)
     forest.fit(features, target)
     shortcut = forest_shortcut(forest)
-    assert shortcut is not None and shortcut._python_rows >= 2
-    with_nan = queries[np.isnan(queries).any(axis=1)][: shortcut._python_rows]
-    assert len(with_nan) == shortcut._python_rows
-    np.testing.assert_array_equal(shortcut.predict(with_nan), forest.predict(with_nan))
-    leaves = shortcut._leaves_in_python(with_nan.astype(np.float32))
-    expected = [tree.apply(with_nan.astype(np.float32)) for tree in shortcut.trees]
+    assert shortcut is not None
+    with_nan = queries[np.isnan(queries).any(axis=1)][:4].astype(np.float32)
+    assert len(with_nan) == 4
+    np.testing.assert_array_equal(
+        shortcut._summed(with_nan, forest_module._PYTHON)[:, 0], forest.predict(with_nan)
+    )
+    leaves = shortcut._leaves_in_python(with_nan)
+    expected = [tree.apply(with_nan) for tree in shortcut.trees]
     np.testing.assert_array_equal(leaves - shortcut._first_node, expected)
 
 

@@ -10,14 +10,20 @@ in the estimators' order from zero, exactly as the forest does with ``n_jobs=1``
 bit-identical (the conformance tests compare them), at about 0.3 ms per call of a few rows for
 100 trees, and ~10% less than tree-by-tree ``tree_.predict`` on a batch of 1024 rows.
 
-A tree's ``apply`` costs ~2 us per call whatever the rows (argument checks, an output array,
-the GIL released and taken back), ~0.2 ms of a 100-tree forest's call. For a handful of rows,
-walking the trees in Python over tables of plain lists costs less (~25 us for one row of a
-100-tree forest of depth ~5), so small calls (a lone client's request) find their leaves that
-way: the same float32 inputs compared with the same float64 thresholds (NaN sent where each
-node sends missing values), the same leaves, then the same gather and sum. How many rows go
-that way follows from the trees' depth; forests with more than `PYTHON_TABLE_NODES` nodes in
-all never do.
+Each call finds the leaves the cheapest of three ways, by estimated costs (constants measured
+here, the trees' depth, the features they split on):
+
+* ``tree_.apply``, tree by tree: ~2 us per call whatever the rows (argument checks, an output
+  array, the GIL released and taken back), then one step per level for each row.
+* Bit vectors (`_leaf_bits`, QuickScorer) when every tree has at most 64 leaves: a few
+  whole-array operations per feature the forest splits on, whatever the depth; for a 100-tree
+  forest on iris ~4x less than ``apply`` on 1,024 rows and ~10x less on one row.
+* A walk in Python over tables of plain lists, for a handful of rows of forests whose trees are
+  too large for bit vectors (at most `PYTHON_TABLE_NODES` nodes in all).
+
+All three compare the same float32 inputs with the same float64 thresholds and send NaN where
+each node sends missing values, so they reach the same leaves; the values are then gathered and
+summed the same way.
 
 Only the exact forest classes with one output are taken, alone or as the last step of a plain
 ``Pipeline``; anything else (subclasses, multi-output forests, sparse inputs) goes through the
@@ -31,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from mlengine.prediction.predictors._leaf_bits import leaf_bits
+
 __all__ = ["PYTHON_TABLE_NODES", "ForestShortcut", "forest_shortcut", "shortcut_call"]
 
 _BLOCK_VALUES = 1 << 20
@@ -39,7 +47,10 @@ PYTHON_TABLE_NODES = 100_000
 """The most nodes (all trees together) for which a forest keeps Python tables of its trees."""
 
 _APPLY_CALL_US = 2.2
-"""What one ``tree_.apply`` call costs beyond its rows' walks (measured, scikit-learn 1.9)."""
+_APPLY_TREE_ROW_NS = 6.0
+_APPLY_LEVEL_NS = 3.1
+"""What ``tree_.apply`` costs (measured, scikit-learn 1.9): per call, and per row walked
+through a tree, overall and per level of the tree's depth."""
 _PYTHON_TREE_US = 0.05
 _PYTHON_LEVEL_US = 0.045
 """What walking one row through one tree in Python costs: per tree, and per level descended."""
@@ -70,8 +81,10 @@ class ForestShortcut:
         self._first_node = starts.astype(np.intp)[:, None]  # of each tree, in `_values`
         # rows per gather, so that the (trees, rows, outputs) block stays near 8 MB
         self._rows_per_block = max(256, _BLOCK_VALUES // (len(self.trees) * self.n_classes))
+        depth = float(np.mean([tree.max_depth for tree in self.trees]))
+        self._apply_row_us = (_APPLY_TREE_ROW_NS + _APPLY_LEVEL_NS * depth) / 1000.0
+        self._python_row_us = _PYTHON_TREE_US + _PYTHON_LEVEL_US * depth
         self._tables: list[_TreeTable] = []
-        self._python_rows = 0  # calls with at most this many rows walk the trees in Python
         nodes = sum(int(tree.node_count) for tree in self.trees)
         if nodes <= PYTHON_TABLE_NODES:
             self._tables = [
@@ -79,8 +92,7 @@ class ForestShortcut:
                  tree.feature.tolist(), tree.threshold.tolist(), _missing_go_to_left(tree))
                 for first, tree in zip(self._first_node[:, 0], self.trees, strict=True)
             ]  # fmt: skip
-            depth = float(np.mean([tree.max_depth for tree in self.trees]))
-            self._python_rows = int(_APPLY_CALL_US / (_PYTHON_TREE_US + _PYTHON_LEVEL_US * depth))
+        self._bits = leaf_bits(self.trees, tables)
 
     def _validated(self, inputs: Any) -> np.ndarray:
         if self.transform is not None:
@@ -101,25 +113,44 @@ class ForestShortcut:
             raise _NotShortcut
         return array
 
-    def _summed(self, array: np.ndarray) -> np.ndarray:
-        """The trees' mean output per row: leaves by tree, values in one gather, summed along
-        the trees axis (numpy adds tree after tree there, the forest's own order)."""
+    def _summed(self, array: np.ndarray, way: str | None = None) -> np.ndarray:
+        """The trees' mean output per row: leaves by tree (found the cheapest `way` unless
+        given), values in one gather, summed along the trees axis (numpy adds tree after tree
+        there, the forest's own order)."""
         rows = array.shape[0]
         total = np.empty((rows, self.n_classes), dtype=np.float64)
-        if rows <= self._python_rows:
-            _sum_over_trees(self._values.take(self._leaves_in_python(array), axis=0), total)
-            total /= len(self.trees)
-            return total
-        leaves = np.empty((len(self.trees), min(rows, self._rows_per_block)), dtype=np.intp)
+        way = self._way(array) if way is None else way
         for start in range(0, rows, self._rows_per_block):
             block = array[start : start + self._rows_per_block]
-            found = leaves[:, : block.shape[0]]
-            for index, tree in enumerate(self.trees):
-                found[index] = tree.apply(block)
-            found += self._first_node
-            _sum_over_trees(self._values.take(found, axis=0), total[start : start + len(block)])
+            _sum_over_trees(self._leaf_values(block, way), total[start : start + len(block)])
         total /= len(self.trees)
         return total
+
+    def _leaf_values(self, block: np.ndarray, way: str) -> np.ndarray:
+        """The values of the leaves the rows of `block` reach, (trees, rows, outputs)."""
+        if way == _BITS:
+            assert self._bits is not None
+            return self._bits.values.take(self._bits.value_rows(block), axis=0)
+        if way == _PYTHON:
+            return self._values.take(self._leaves_in_python(block), axis=0)
+        leaves = np.empty((len(self.trees), block.shape[0]), dtype=np.intp)
+        for index, tree in enumerate(self.trees):
+            leaves[index] = tree.apply(block)
+        leaves += self._first_node
+        return self._values.take(leaves, axis=0)
+
+    def _way(self, array: np.ndarray) -> str:
+        """How this call finds its leaves: the cheapest of the ways that can take it, by the
+        estimated costs (`_APPLY`, `_BITS` or `_PYTHON`)."""
+        rows = array.shape[0]
+        trees = len(self.trees)
+        costs = {_APPLY: trees * (_APPLY_CALL_US + rows * self._apply_row_us)}
+        if self._tables:
+            costs[_PYTHON] = trees * rows * self._python_row_us
+        bits = self._bits
+        if bits is not None:
+            costs[_BITS] = bits.cost_us(rows, trees)
+        return min(costs, key=costs.__getitem__)
 
     def _leaves_in_python(self, array: np.ndarray) -> np.ndarray:
         """Each tree's leaf for each row, as indexes into `_values` (trees x rows): the walk of
@@ -191,6 +222,11 @@ def _missing_go_to_left(tree: Any) -> list[int]:
     scikit-learn without missing-value support (it refuses NaN before any walk)."""
     missing = getattr(tree, "missing_go_to_left", None)
     return [0] * int(tree.node_count) if missing is None else np.asarray(missing).tolist()
+
+
+_APPLY = "apply"
+_BITS = "bits"
+_PYTHON = "python"
 
 
 class _NotShortcut(Exception):
