@@ -23,6 +23,8 @@ batching is where throughput comes from):
   request size at concurrency 64: ``1 / (floor CPU per request + predictor CPU per request)``
   with batches of ``min(64 x instances, 1024)`` rows (1024 is mlengine's default
   ``max_batch_size``) — what a server with no overhead of its own could reach on one core.
+  ``orjson.loads`` of each request body is timed too (the least any Python JSON server does
+  with a request), and a second, parse-and-model-bound ceiling adds it per request.
 
 Every server is started by this script on a free ``127.0.0.1`` port, measured, and stopped
 (its whole process group); the bare floor and mlengine run side by side (see the paired rounds),
@@ -542,14 +544,29 @@ def _calls_per_s(call: Callable[[], Any], seconds: float) -> tuple[int, float]:
 
 
 def in_process_floor(model: Model, seconds: float) -> list[dict[str, Any]]:
-    """``model.predict`` on numpy arrays, and mlengine's predictor on lists, calls/s on
-    `IN_PROCESS_ROWS` rows, one thread."""
+    """``orjson.loads`` of the request bodies (rows: instances per request), then
+    ``model.predict`` on numpy arrays and mlengine's predictor on lists, calls/s on
+    `IN_PROCESS_ROWS` rows; one thread."""
     import numpy as np
+    import orjson
 
     from mlengine.prediction.predictors import load_predictor
 
     predictor = load_predictor(model.joblib_dir, "SCIKIT_LEARN")
     results = []
+    for instances in INSTANCES:  # what any Python JSON server does with each request first
+        body = model.body(instances)
+        calls, elapsed = _calls_per_s(lambda body=body: orjson.loads(body), seconds / 4)
+        results.append(
+            {
+                "what": "orjson.loads body",
+                "rows": instances,
+                "calls": calls,
+                "calls_per_s": calls / elapsed,
+                "ms_per_call": 1000.0 * elapsed / calls,
+                "rows_per_s": instances * calls / elapsed,
+            }
+        )
     for count in IN_PROCESS_ROWS:
         inputs = np.asarray(model.rows[count])
         rows = model.rows[count]
@@ -571,9 +588,12 @@ def in_process_floor(model: Model, seconds: float) -> list[dict[str, Any]]:
     return results
 
 
-def model_bound_ceiling(data: Mapping[str, Any], instances: int) -> float | None:
+def model_bound_ceiling(
+    data: Mapping[str, Any], instances: int, *, parsing: bool = False
+) -> float | None:
     """Requests/s at concurrency 64 of a server whose only costs are the bare floor's CPU per
-    request and mlengine's predictor on full batches; None when not measured."""
+    request and mlengine's predictor on full batches (`parsing`: and ``orjson.loads`` of the
+    request body); None when not measured."""
     cells = {(c["target"], c["instances"], c["concurrency"]): c for c in data["cells"]}
     floor = cells.get(("bare floor", instances, TARGET_CONCURRENCY))
     batch = min(TARGET_CONCURRENCY * instances, BATCH_LIMIT)
@@ -588,6 +608,18 @@ def model_bound_ceiling(data: Mapping[str, Any], instances: int) -> float | None
     if floor is None or timing is None or floor["server_cpu_ms_per_request"] is None:
         return None
     per_request_ms = floor["server_cpu_ms_per_request"] + timing["ms_per_call"] * instances / batch
+    if parsing:
+        parse = next(
+            (
+                e
+                for e in data["in_process"]
+                if e.get("what") == "orjson.loads body" and e["rows"] == instances
+            ),
+            None,
+        )
+        if parse is None:
+            return None
+        per_request_ms += parse["ms_per_call"]
     return 1000.0 / per_request_ms
 
 
@@ -1448,15 +1480,16 @@ def report(data: Mapping[str, Any]) -> str:
                 f"mlengine/bare floor: req/s "
                 f"{_fmt(comparison['mlengine_over_floor_rps'], '.0%')}"
             )
-        ceiling = model_bound_ceiling(data, instances)
         mlengine_cell = cells.get(("mlengine", instances, TARGET_CONCURRENCY))
         floor_cell = cells.get(("bare floor", instances, TARGET_CONCURRENCY))
-        if ceiling is not None and mlengine_cell is not None and floor_cell is not None:
-            lines.append(
-                f"  model-bound ceiling at c={TARGET_CONCURRENCY}: {ceiling:.0f} req/s "
-                f"({ceiling / floor_cell['requests_per_s']:.0%} of the bare floor); mlengine "
-                f"reached {mlengine_cell['requests_per_s'] / ceiling:.0%} of it"
-            )
+        for parsing, name in ((False, "model-bound"), (True, "parse-and-model-bound")):
+            ceiling = model_bound_ceiling(data, instances, parsing=parsing)
+            if ceiling is not None and mlengine_cell is not None and floor_cell is not None:
+                lines.append(
+                    f"  {name} ceiling at c={TARGET_CONCURRENCY}: {ceiling:.0f} req/s "
+                    f"({ceiling / floor_cell['requests_per_s']:.0%} of the bare floor); "
+                    f"mlengine reached {mlengine_cell['requests_per_s'] / ceiling:.0%} of it"
+                )
         pair = next((p for p in data["pairs"] if p["instances"] == instances), None)
         if pair is not None:
             shown = " ".join(_fmt(r["ratio"], ".0%") for r in pair["rounds"])
