@@ -36,11 +36,15 @@ def _integer_data(seed: int, *, missing: bool = False) -> tuple[np.ndarray, np.n
     return features, target
 
 
-@pytest.mark.parametrize(("leaves", "width"), [(6, 8), (12, 16), (30, 32), (60, 64)])
+@pytest.mark.parametrize(
+    ("leaves", "width"), [(6, 8), (12, 16), (30, 32), (32, 32), (60, 64), (64, 64)]
+)
 def test_leaves_match_apply_for_every_word_width(leaves: int, width: int) -> None:
+    """A full word included: the last leaf's bit is the sign bit of the signed word."""
     features, target = _integer_data(leaves)
     forest = RandomForestRegressor(n_estimators=20, max_leaf_nodes=leaves, random_state=0)
     forest.fit(features, target)
+    assert max(tree.tree_.n_leaves for tree in forest.estimators_) == leaves
     bits = leaf_bits([tree.tree_ for tree in forest.estimators_], _tables(forest))
     assert bits is not None and bits.width == width
     rng = np.random.default_rng(1)
