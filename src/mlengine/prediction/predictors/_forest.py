@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from mlengine.prediction.predictors._leaf_bits import leaf_bits
+from mlengine.prediction.predictors._leaf_bits import leaf_bits, missing_go_to_left
 
 __all__ = ["PYTHON_TABLE_NODES", "ForestShortcut", "forest_shortcut", "shortcut_call"]
 
@@ -89,7 +89,7 @@ class ForestShortcut:
         if nodes <= PYTHON_TABLE_NODES:
             self._tables = [
                 (int(first), tree.children_left.tolist(), tree.children_right.tolist(),
-                 tree.feature.tolist(), tree.threshold.tolist(), _missing_go_to_left(tree))
+                 tree.feature.tolist(), tree.threshold.tolist(), missing_go_to_left(tree))
                 for first, tree in zip(self._first_node[:, 0], self.trees, strict=True)
             ]  # fmt: skip
         self._bits = leaf_bits(self.trees, tables)
@@ -215,13 +215,6 @@ def _is_float_matrix(inputs: Any, width: int) -> bool:
 _TreeTable = tuple[int, list[int], list[int], list[int], list[float], list[int]]
 """A tree as plain lists: its first node in `_values`, then children_left, children_right,
 feature, threshold and missing_go_to_left by node."""
-
-
-def _missing_go_to_left(tree: Any) -> list[int]:
-    """Where each node sends NaN (1: left), as ``tree_.apply`` does; all right for a
-    scikit-learn without missing-value support (it refuses NaN before any walk)."""
-    missing = getattr(tree, "missing_go_to_left", None)
-    return [0] * int(tree.node_count) if missing is None else np.asarray(missing).tolist()
 
 
 _APPLY = "apply"

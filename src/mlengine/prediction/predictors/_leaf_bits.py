@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TABLE_BYTES", "LeafBits", "leaf_bits"]
+__all__ = ["TABLE_BYTES", "LeafBits", "leaf_bits", "missing_go_to_left"]
 
 TABLE_BYTES = 16 << 20
 """The most bytes of per-feature tables a forest's bit vectors may take."""
@@ -89,8 +89,7 @@ class LeafBits:
             self.values[index * width : index * width + len(leaves)] = table[leaves]
             features = tree.feature.tolist()
             thresholds = tree.threshold.tolist()
-            missing = getattr(tree, "missing_go_to_left", None)
-            nan_left = [False] * len(left) if missing is None else np.asarray(missing).tolist()
+            nan_left = missing_go_to_left(tree)
             full = (1 << width) - 1
             for node, child in enumerate(left):
                 if child == -1:
@@ -175,6 +174,13 @@ def leaf_bits(trees: Sequence[Any], leaf_values: Sequence[np.ndarray]) -> LeafBi
     if rows * len(trees) * width // 8 > TABLE_BYTES:
         return None
     return LeafBits(trees, leaf_values, width, word)
+
+
+def missing_go_to_left(tree: Any) -> list[int]:
+    """Where each node sends NaN (1: left), as ``tree_.apply`` does; all right for a
+    scikit-learn without missing-value support (it refuses NaN before any walk)."""
+    missing = getattr(tree, "missing_go_to_left", None)
+    return [0] * int(tree.node_count) if missing is None else np.asarray(missing).tolist()
 
 
 def _number_leaves(left: list[int], right: list[int]) -> tuple[list[int], list[int], list[int]]:
