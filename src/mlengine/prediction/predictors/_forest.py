@@ -75,12 +75,17 @@ class ForestShortcut:
         self._n_features = int(forest.n_features_in_)
         self._allow_nan = bool(forest.estimators_[0]._support_missing_values(np.empty((1, 1))))
         self.n_classes = int(forest.n_classes_) if self.classifier else 1
-        tables = [np.asarray(tree.value)[:, 0, : self.n_classes] for tree in self.trees]
+        # each leaf's outputs, padded with zeros to a width numpy gathers fast
+        self._width = _gathered_width(self.n_classes)
+        tables = [
+            _padded(np.asarray(tree.value)[:, 0, : self.n_classes], self._width)
+            for tree in self.trees
+        ]
         self._values = np.ascontiguousarray(np.concatenate(tables), dtype=np.float64)
         starts = np.cumsum([0] + [len(table) for table in tables[:-1]])
         self._first_node = starts.astype(np.intp)[:, None]  # of each tree, in `_values`
         # rows per gather, so that the (trees, rows, outputs) block stays near 8 MB
-        self._rows_per_block = max(256, _BLOCK_VALUES // (len(self.trees) * self.n_classes))
+        self._rows_per_block = max(256, _BLOCK_VALUES // (len(self.trees) * self._width))
         depth = float(np.mean([tree.max_depth for tree in self.trees]))
         self._apply_row_us = (_APPLY_TREE_ROW_NS + _APPLY_LEVEL_NS * depth) / 1000.0
         self._python_row_us = _PYTHON_TREE_US + _PYTHON_LEVEL_US * depth
@@ -118,12 +123,14 @@ class ForestShortcut:
         given), values in one gather, summed along the trees axis (numpy adds tree after tree
         there, the forest's own order)."""
         rows = array.shape[0]
-        total = np.empty((rows, self.n_classes), dtype=np.float64)
+        total = np.empty((rows, self._width), dtype=np.float64)
         way = self._way(array) if way is None else way
         for start in range(0, rows, self._rows_per_block):
             block = array[start : start + self._rows_per_block]
             _sum_over_trees(self._leaf_values(block, way), total[start : start + len(block)])
         total /= len(self.trees)
+        if self._width != self.n_classes:
+            return np.ascontiguousarray(total[:, : self.n_classes])
         return total
 
     def _leaf_values(self, block: np.ndarray, way: str) -> np.ndarray:
@@ -200,6 +207,20 @@ def _sum_over_trees(values: np.ndarray, out: np.ndarray) -> None:
     else:
         np.add.reduce(values, axis=0, out=out)
         np.add(out, 0.0, out=out)
+
+
+def _gathered_width(outputs: int) -> int:
+    """How many float64 columns to store `outputs` outputs per leaf in: the gathers of leaf
+    values copy rows of 8, 16 or 32 bytes with a fixed-size copy and any other size with a
+    ``memmove`` call each (numpy 2: 3 outputs gather ~3x slower than 4), so 3 becomes 4."""
+    return 4 if outputs == 3 else outputs
+
+
+def _padded(values: np.ndarray, width: int) -> np.ndarray:
+    """`values` (nodes x outputs) as float64 with zero columns up to `width`."""
+    padded = np.zeros((values.shape[0], width), dtype=np.float64)
+    padded[:, : values.shape[1]] = values
+    return padded
 
 
 def _is_float_matrix(inputs: Any, width: int) -> bool:
