@@ -5,7 +5,8 @@ once per tree, even with ``n_jobs=1``: about 4 ms per call for 100 trees, whatev
 count (DESIGN.md §7), which is most of what an online prediction of a few rows costs. The
 shortcut validates the input once with the forest's own check, finds each tree's leaves with
 ``tree_.apply`` (the Cython routine under the trees' ``predict_proba``/``predict``), looks all
-the leaves' values up in one gather from the trees' value tables laid end to end, and sums them
+the leaves' values up in one gather from the trees' value tables laid end to end (three
+outputs padded to four, which numpy gathers ~3x faster), and sums them
 in the estimators' order from zero, exactly as the forest does with ``n_jobs=1``: the outputs are
 bit-identical (the conformance tests compare them), at about 0.3 ms per call of a few rows for
 100 trees, and ~10% less than tree-by-tree ``tree_.predict`` on a batch of 1024 rows.
