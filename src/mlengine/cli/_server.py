@@ -73,6 +73,7 @@ def run(
     import uvicorn
 
     from mlengine.client._local_server import server_address
+    from mlengine.server._worker_metrics import worker_metrics_directory
 
     settings = settings_from(ctx)
     default_host, default_port = server_address(settings)
@@ -84,13 +85,15 @@ def run(
     ):
         os.environ[variable] = str(settings.values[name])
     settings.home_path.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(
-        "mlengine.server:create_app_from_environment",
-        factory=True,
-        host=host or default_host,
-        port=port or default_port,
-        workers=workers,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-        access_log=access_log,
-    )
+    # several workers share one socket; /metrics merges what each publishes in this directory
+    with worker_metrics_directory(settings.home_path, workers):
+        uvicorn.run(
+            "mlengine.server:create_app_from_environment",
+            factory=True,
+            host=host or default_host,
+            port=port or default_port,
+            workers=workers,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+            access_log=access_log,
+        )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +27,7 @@ from mlengine.server._predict import PredictingApp
 from mlengine.server._predict import router as predict_router
 from mlengine.server._tfserving import router as tfserving_router
 from mlengine.server._v2 import router as v2_router
+from mlengine.server._worker_metrics import WORKER_METRICS_DIR_ENV
 from mlengine.store import ArtifactStore, RegistryStore, get_store
 
 __all__ = ["create_app", "create_app_from_environment"]
@@ -32,11 +35,18 @@ __all__ = ["create_app", "create_app_from_environment"]
 logger = logging.getLogger("mlengine.server")
 
 
-def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_scheduler: bool = True,
+    worker_metrics_dir: Path | None = None,
+) -> FastAPI:
     """Build the API server for `settings` (resolved from the environment when None).
 
     With `run_scheduler`, the app also runs a `Scheduler`; it works only while it holds the
     database's scheduler lease, so any number of API processes may share one database.
+    With `worker_metrics_dir` (one of several worker processes of a server, which all get the
+    same directory), ``/metrics`` answers every worker's metrics merged.
     """
     settings = settings or Settings.load()
 
@@ -57,6 +67,11 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
         app.state.wake_scheduler = scheduler.wake if scheduler else (lambda: None)
         if scheduler is not None:
             scheduler.start()
+        workers = publisher = None
+        if worker_metrics_dir is not None and app.metrics is not None:
+            workers = app.metrics.share_with_workers(worker_metrics_dir)
+            workers.publish()
+            publisher = asyncio.create_task(workers.publish_periodically())
         settle_heap()  # what start-up made lives as long as the server
         app.state.ready = True  # /readyz
         try:
@@ -68,6 +83,13 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
             await prediction.close()
             if scheduler is not None:
                 scheduler.stop()
+            if publisher is not None:
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
+            if workers is not None:
+                with contextlib.suppress(OSError):
+                    workers.publish()  # the final counts, kept after this worker exits
 
     app = PredictingApp(
         api_token=settings.api_token,
@@ -113,5 +135,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool = True) 
 
 
 def create_app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory``: settings come from ``MLENGINE_*`` variables."""
-    return create_app(Settings.load())
+    """Factory for ``uvicorn --factory``: settings come from ``MLENGINE_*`` variables, the
+    directory of a multi-worker server's metrics from `WORKER_METRICS_DIR_ENV`."""
+    shared = os.environ.get(WORKER_METRICS_DIR_ENV)
+    return create_app(Settings.load(), worker_metrics_dir=Path(shared) if shared else None)

@@ -17,6 +17,7 @@ import bisect
 import math
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
@@ -37,6 +38,7 @@ from starlette.responses import Response
 
 from mlengine.errors import MLEngineError
 from mlengine.server._errors import JSONResponse
+from mlengine.server._worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from mlengine.prediction._loaded import LoadedVersions
@@ -125,12 +127,16 @@ class PredictionMetrics:
     ``ml_v1``, ``tfserving`` or ``v2``. `observe` and `exposition` are called from the event
     loop (one thread): the counters take no lock.
 
+    In a server of several worker processes (`share_with_workers`), a scrape answers every
+    worker's series merged (see `_worker_metrics`).
+
     Args:
         loaded_versions: returns the app's `LoadedVersions`, or None before it exists.
     """
 
     def __init__(self, loaded_versions: Callable[[], LoadedVersions | None] | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.workers: WorkerMetrics | None = None
         self._series: dict[tuple[str, str, str], _Series] = {}
         self.registry.register(_PredictionCollector(self._series))
         if loaded_versions is not None:
@@ -168,11 +174,18 @@ class PredictionMetrics:
         elif instances:
             series.instances.observe(instances)
 
+    def share_with_workers(self, directory: Path) -> WorkerMetrics:
+        """Publish this process's metrics in `directory`, shared with the server's other
+        worker processes, and answer scrapes with all of theirs merged."""
+        self.workers = WorkerMetrics(directory, self.registry)
+        return self.workers
+
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry in the format the ``Accept`` header asks for (Prometheus text by
-        default, or OpenMetrics), and its content type."""
+        default, or OpenMetrics), and its content type; every worker's, merged, when shared."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        registry = self.registry if self.workers is None else self.workers.merged()
+        return encoder(registry), content_type
 
 
 class _PredictionCollector(Collector):
