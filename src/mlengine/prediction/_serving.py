@@ -8,6 +8,7 @@ version's in-flight requests before it is deleted.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -18,7 +19,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from mlengine.config import Settings
-from mlengine.errors import FailedPrecondition, InvalidArgument, PayloadTooLarge
+from mlengine.errors import FailedPrecondition, InvalidArgument, NotFound, PayloadTooLarge
 from mlengine.jobs._environment import TrainerEnvironments
 from mlengine.models import ModelService
 from mlengine.prediction._heap import settle_heap
@@ -39,7 +40,14 @@ _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 
 
 class PredictionService:
-    """Loaded versions of every model, bounded by `settings.loaded_versions` (LRU)."""
+    """Loaded versions of every model, bounded by `settings.loaded_versions` (LRU).
+
+    Other processes may change the versions (the other workers of ``server run --workers N``,
+    other servers on the same database): a version name is resolved again once its cached
+    resolution is `_RESOLVE_TTL_S` old, a loaded version is reloaded when its name now resolves
+    to a version created later (deleted and created again elsewhere), and unloaded when it no
+    longer resolves at all (deleted elsewhere).
+    """
 
     def __init__(self, models: ModelService, settings: Settings) -> None:
         self.models = models
@@ -49,6 +57,7 @@ class PredictionService:
             self._load, capacity=settings.loaded_versions, batcher_options=self._batcher_options
         )
         self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionRecord]] = {}
+        self._loaded_created: dict[VersionKey, dt.datetime] = {}  # of the version each load read
         self._resolving: dict[tuple[str, str, str | None], asyncio.Future[VersionRecord]] = {}
         self._building: set[asyncio.Task[None]] = set()
 
@@ -57,6 +66,7 @@ class PredictionService:
         project, model, version = key
         record = self.models.registry.get_version(project, model, version)
         predictor = self._open(record, self.models.local_dir(record))
+        self._loaded_created[key] = record.create_time
         settle_heap()  # the model's objects are long-lived: keep collections off them
         return predictor
 
@@ -176,7 +186,12 @@ class PredictionService:
     async def _lookup_and_cache(
         self, project: str, model: str, version: str | None
     ) -> VersionRecord:
-        record = await run_in_threadpool(self._lookup, project, model, version)
+        try:
+            record = await run_in_threadpool(self._lookup, project, model, version)
+        except NotFound:
+            if version is not None:  # deleted, maybe by another process: unload it here too
+                await self.loaded.evict((project, model, version))
+            raise
         self._resolved[(project, model, version)] = (time.monotonic() + _RESOLVE_TTL_S, record)
         return record
 
@@ -273,15 +288,28 @@ class PredictionService:
             instances = decode_b64(instances)
         if not instances:
             return _no_predictions()
-        entry = self.loaded.loaded((record.project, record.model, record.name))
-        if entry is None:
+        key = (record.project, record.model, record.name)
+        entry = self.loaded.loaded(key)
+        created = self._loaded_created.get(key)  # `_outdated`, inline on the hot path
+        if entry is None or (created is not None and created < record.create_time):
             return self._load_and_predict(record, instances, options)
         return entry.predict(instances, options)
+
+    def _outdated(self, key: VersionKey, record: VersionRecord) -> bool:
+        """Whether the version loaded as `key` was created before `record`: the name was
+        deleted and created again (by another process, as this one evicts its own)."""
+        created = self._loaded_created.get(key)
+        return created is not None and created < record.create_time
 
     async def _load_and_predict(
         self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
     ) -> list[Any]:
-        entry = await self.loaded.get((record.project, record.model, record.name))
+        key = (record.project, record.model, record.name)
+        entry = await self.loaded.get(key)
+        if self._outdated(key, record):
+            logger.info("reloading %s: it was created again", "/".join(key))
+            await self.loaded.evict(key)  # its requests in flight are answered first
+            entry = await self.loaded.get(key)
         return await entry.predict(instances, options)
 
     async def version_record(self, project: str, model: str, version: str | None) -> VersionRecord:
