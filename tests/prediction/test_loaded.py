@@ -238,6 +238,28 @@ async def test_batcher_options_come_per_key(loader: Loader) -> None:
     await versions.close()
 
 
+async def test_batcher_options_the_batcher_refuses_fail_the_load_not_hang_it(
+    loader: Loader,
+) -> None:
+    """A load whose batcher cannot be made raises to every waiter (it used to leave them
+    waiting forever), closes the predictor it loaded, is not remembered, spares others."""
+    sizes = {"bad": 0, "good": 2}
+    versions = LoadedVersions(loader, batcher_options=lambda key: {"max_batch_size": sizes[key]})
+    waiters = [asyncio.ensure_future(versions.get("bad")) for _ in range(3)]
+    done, pending = await asyncio.wait(waiters, timeout=30)
+    assert not pending, "a waiter was left hanging"
+    for waiter in done:
+        with pytest.raises(InvalidArgument, match="max_batch_size"):
+            waiter.result()
+    assert loader.loads["bad"] == 1
+    await eventually(lambda: loader.events == ["close bad"], "the loaded predictor closed")
+    assert versions.loaded_keys() == []
+    assert await (await versions.get("good")).predict(["1"]) == ["good:1"]
+    sizes["bad"] = 4
+    assert await (await versions.get("bad")).predict(["1"]) == ["bad:1"]  # tried again
+    await versions.close()
+
+
 async def test_close_unloads_everything_and_refuses_new_loads(loader: Loader) -> None:
     versions = LoadedVersions(loader)
     for key in "abc":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mlengine.models._resource import batching_labels
 from mlengine.models._service import ModelService, Verifier
 
-__all__ = ["ModelService", "Verifier"]
+__all__ = ["ModelService", "Verifier", "batching_labels"]

@@ -12,6 +12,7 @@ from mlengine.store import ModelRecord, OperationRecord, VersionRecord
 
 __all__ = [
     "FRAMEWORK_NAMES",
+    "batching_labels",
     "model_resource",
     "operation_resource",
     "validate_model",
@@ -147,7 +148,26 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
                 "The 'framework' field of Version must be unset with a predictionClass."
             )
     spec["labels"] = validate_labels(body.get("labels"), "Version")
+    batching_labels(spec["labels"])
     return spec
+
+
+def batching_labels(labels: Mapping[str, str]) -> dict[str, int]:
+    """The batching a version's labels set: ``max_batch_size`` (instances per model call, an
+    integer >= 1) and ``max_batch_wait_ms`` (an integer >= 0), those given only.
+
+    Raises:
+        InvalidArgument: one of them is not such an integer (the message names the label).
+    """
+    found: dict[str, int] = {}
+    for label, least in (("max_batch_size", 1), ("max_batch_wait_ms", 0)):
+        value = labels.get(label)
+        if value is None:
+            continue
+        if not (isinstance(value, str) and value.isdigit() and int(value) >= least):
+            raise invalid_field(f"labels.{label}", "Version", f"an integer >= {least}", value)
+        found[label] = int(value)
+    return found
 
 
 def version_resource(record: VersionRecord, is_default: bool) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mlengine.jobs._resource import validate_labels
 from mlengine.jobs._service import new_etag, now_utc, validate_project
 from mlengine.models._artifacts import copy_version_files, local_copy
 from mlengine.models._resource import (
+    batching_labels,
     model_resource,
     operation_resource,
     validate_model,
@@ -330,6 +331,7 @@ class ModelService:
             top, _, leaf = path.partition(".")
             if top == "labels":
                 spec["labels"] = validate_labels(body.get("labels"), "Version")
+                batching_labels(spec["labels"])
             elif leaf:
                 value = (body.get(top) or {}).get(leaf)
                 spec[top] = {**(spec.get(top) or {}), leaf: value}

@@ -166,15 +166,10 @@ class MicroBatcher:
         name: str = "",
         inline_below_s: float | None = None,
     ) -> None:
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
-            raise invalid_field("max_batch_size", "MicroBatcher", "an integer >= 1", max_batch_size)
-        if max_batch_size < 1:
-            raise invalid_field("max_batch_size", "MicroBatcher", "an integer >= 1", max_batch_size)
-        if not max_wait_s >= 0:
-            raise invalid_field("max_wait_s", "MicroBatcher", "a number >= 0", max_wait_s)
         self.predict_function = predict
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = float(max_wait_s)
+        self.max_batch_size = 1
+        self.max_wait_s = 0.0
+        self.configure(max_batch_size=max_batch_size, max_wait_s=max_wait_s)
         self.name = name
         self._executor = executor
         self._owns_executor = executor is None
@@ -195,6 +190,28 @@ class MicroBatcher:
         self._batches = 0
         self._instances = 0
         self._errors = 0
+
+    def configure(
+        self, *, max_batch_size: int | None = None, max_wait_s: float | None = None
+    ) -> None:
+        """Change the batch size or the wait (those given); batches taken from now on follow.
+
+        Raises:
+            InvalidArgument: `max_batch_size` is not an integer >= 1 or `max_wait_s` is
+                negative (nothing is changed).
+        """
+        if max_batch_size is not None and (
+            isinstance(max_batch_size, bool)
+            or not isinstance(max_batch_size, int)
+            or max_batch_size < 1
+        ):
+            raise invalid_field("max_batch_size", "MicroBatcher", "an integer >= 1", max_batch_size)
+        if max_wait_s is not None and not max_wait_s >= 0:
+            raise invalid_field("max_wait_s", "MicroBatcher", "a number >= 0", max_wait_s)
+        if max_batch_size is not None:
+            self.max_batch_size = max_batch_size
+        if max_wait_s is not None:
+            self.max_wait_s = float(max_wait_s)
 
     @property
     def stats(self) -> BatcherStats:

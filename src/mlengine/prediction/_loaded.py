@@ -99,6 +99,10 @@ class LoadedVersions:
         """The keys of the loaded versions, least recently used first."""
         return list(self._entries)
 
+    def peek(self, key: Hashable) -> LoadedVersion | None:
+        """The loaded version `key`, or None, without making it the most recently used."""
+        return self._entries.get(key)
+
     def loaded(self, key: Hashable) -> LoadedVersion | None:
         """The loaded version `key` (now the most recently used), or None if it is not loaded:
         `get` without a coroutine, for the hot path of a request."""
@@ -192,15 +196,18 @@ class LoadedVersions:
             pending.cancel()
             raise
         except Exception as exc:
-            self._loading.pop(key, None)
-            pending.set_exception(exc)
-            pending.exception()  # retrieved: with no waiter left, a failed load is not logged
+            self._fail_loading(key, pending, exc)
             return
 
         def predict(instances: list[Any], options: Mapping[str, Any]) -> Any:
             return predictor.predict(instances, **options)
 
-        batcher = MicroBatcher(predict, name=_name(key), **options)
+        try:
+            batcher = MicroBatcher(predict, name=_name(key), **options)
+        except Exception as exc:  # options it refuses: the load fails, the predictor closes
+            self._fail_loading(key, pending, exc)
+            await self._close_predictor(predictor, key)
+            return
         entry = LoadedVersion(key, predictor, batcher)
         self._loading.pop(key, None)
         if self._closed:
@@ -212,6 +219,13 @@ class LoadedVersions:
                 logger.info("unloading %s to make room for %s", _name(evicted.key), _name(key))
                 self._unload_in_background(evicted)
         pending.set_result(entry)
+
+    def _fail_loading(
+        self, key: Hashable, pending: asyncio.Future[LoadedVersion], exc: Exception
+    ) -> None:
+        self._loading.pop(key, None)
+        pending.set_exception(exc)
+        pending.exception()  # retrieved: with no waiter left, a failed load is not logged
 
     def _load_blocking(self, key: Hashable) -> tuple[Any, dict[str, Any]]:
         options = dict(self.batcher_options(key)) if self.batcher_options is not None else {}
@@ -227,12 +241,15 @@ class LoadedVersions:
 
     async def _unload(self, entry: LoadedVersion) -> None:
         await entry.batcher.close()
-        close = getattr(entry.predictor, "close", None)
+        await self._close_predictor(entry.predictor, entry.key)
+
+    async def _close_predictor(self, predictor: Any, key: Hashable) -> None:
+        close = getattr(predictor, "close", None)
         if callable(close):
             try:
                 await asyncio.to_thread(close)
             except Exception:
-                logger.exception("closing the predictor of %s failed", _name(entry.key))
+                logger.exception("closing the predictor of %s failed", _name(key))
 
 
 def _name(key: Hashable) -> str:

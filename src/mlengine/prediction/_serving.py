@@ -8,6 +8,7 @@ version's in-flight requests before it is deleted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -19,9 +20,15 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from mlengine.config import Settings
-from mlengine.errors import FailedPrecondition, InvalidArgument, NotFound, PayloadTooLarge
+from mlengine.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MLEngineError,
+    NotFound,
+    PayloadTooLarge,
+)
 from mlengine.jobs._environment import TrainerEnvironments
-from mlengine.models import ModelService
+from mlengine.models import ModelService, batching_labels
 from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
@@ -96,12 +103,16 @@ class PredictionService:
             paths.append(target if target.exists() else fetch_file(uri, target))
         return paths
 
+    def _batching(self, record: VersionRecord) -> dict[str, Any]:
+        """The version's batch size and wait: its labels, else the server's settings."""
+        labels = batching_labels(record.spec.get("labels") or {})
+        size = labels.get("max_batch_size", self.settings.max_batch_size)
+        wait_ms = labels.get("max_batch_wait_ms", self.settings.max_batch_wait_ms)
+        return {"max_batch_size": int(size), "max_wait_s": float(wait_ms) / 1e3}
+
     def _batcher_options(self, key: Any) -> Mapping[str, Any]:
         record = self.models.registry.get_version(*key)
-        labels = record.spec.get("labels") or {}
-        size = labels.get("max_batch_size") or self.settings.max_batch_size
-        wait_ms = labels.get("max_batch_wait_ms") or self.settings.max_batch_wait_ms
-        options: dict[str, Any] = {"max_batch_size": int(size), "max_wait_s": float(wait_ms) / 1e3}
+        options = self._batching(record)
         if record.spec.get("predictionClass") or record.spec.get("packageUris"):
             options["inline_below_s"] = 0.0  # a worker process: its calls wait on a pipe
         return options
@@ -193,6 +204,12 @@ class PredictionService:
                 await self.loaded.evict((project, model, version))
             raise
         self._resolved[(project, model, version)] = (time.monotonic() + _RESOLVE_TTL_S, record)
+        key = (project, model, record.name)
+        entry = self.loaded.peek(key)
+        if entry is not None and not self._outdated(key, record):
+            # labels changed since it loaded (here or by another process) take effect
+            with contextlib.suppress(MLEngineError):  # refused labels: its batching stays
+                entry.batcher.configure(**self._batching(record))
         return record
 
     def _lookup_done(
