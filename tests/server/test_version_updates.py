@@ -3,8 +3,10 @@ taking effect on a loaded version, over a real server."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import mlengine
 from mlengine.config import Settings
+from mlengine.errors import InvalidArgument
 from mlengine.prediction._serving import _RESOLVE_TTL_S
 from tests.conftest import ServerProcess
 
@@ -104,3 +107,46 @@ def test_updated_batching_labels_take_effect_on_the_loaded_version(
     time.sleep(_RESOLVE_TTL_S * 1.5)  # the server reads the version again
     assert predict() == expected  # the same answer, in calls of 2, 2 and 1 instances
     assert _batches(server, "rebatched") == 4
+
+
+def test_models_and_versions_update_from_the_cli_and_the_sdk(
+    server: ServerProcess,
+    client: mlengine.Client,
+    origin: Path,
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """``models update`` and ``versions update`` apply --clear-labels, --remove-labels then
+    --update-labels to the current labels, as gcloud does; the SDK replaces them."""
+    client.models.create("tagged", labels={"team": "a", "tier": "gold"})
+    created = client.versions.create(
+        "tagged", "v1", origin, labels={"owner": "x", "max_batch_size": "8"}
+    )
+    assert created["state"] == "READY"
+    updated = run_cli("versions", "update", "v1", "--model", "tagged", "--update-labels",
+                      "max_batch_size=16,stage=prod", "--remove-labels", "owner",
+                      "--description", "retuned", "--format", "json")  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout)["labels"] == {"max_batch_size": "16", "stage": "prod"}
+    version = client.versions.get("tagged", "v1")
+    assert version["description"] == "retuned"
+    assert version["labels"] == {"max_batch_size": "16", "stage": "prod"}
+    assert version["state"] == "READY" and version["deploymentUri"] == created["deploymentUri"]
+    model = run_cli("models", "update", "tagged", "--clear-labels", "--update-labels", "team=b")
+    assert model.returncode == 0, model.stderr
+    assert client.models.get("tagged")["labels"] == {"team": "b"}
+    assert client.models.update("tagged", description="iris")["description"] == "iris"
+    assert client.models.get("tagged")["labels"] == {"team": "b"}  # kept: not given
+    assert "labels" not in client.versions.update("tagged", "v1", labels={})  # cleared
+    for args, says in (
+        (["--update-labels", "max_batch_size=zero"], "'labels.max_batch_size' field of Version"),
+        ([], "Nothing to update"),
+        (["--update-labels", "novalue"], "must be KEY=VALUE"),
+    ):
+        refused = run_cli("versions", "update", "v1", "--model", "tagged", *args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("ERROR: ") and says in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1  # one readable line
+    missing = run_cli("versions", "update", "v9", "--model", "tagged", "--description", "x")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    with pytest.raises(InvalidArgument, match="Nothing to update"):
+        client.versions.update("tagged", "v1")

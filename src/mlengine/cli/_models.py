@@ -94,6 +94,67 @@ def delete_model(ctx: typer.Context, model: str, project: str = _PROJECT) -> Non
     err.print(f"Deleted model [{model}].")
 
 
+_UPDATE_LABELS = typer.Option(None, "--update-labels", help="k=v,k2=v2: added or changed.")
+_REMOVE_LABELS = typer.Option(None, "--remove-labels", help="k,k2: removed (if present).")
+_CLEAR_LABELS = typer.Option(False, "--clear-labels", help="Remove every label first.")
+
+
+def _updated_labels(
+    current: dict[str, str], update: str | None, remove: str | None, clear: bool
+) -> dict[str, str] | None:
+    """The labels after ``--clear-labels``, ``--remove-labels`` then ``--update-labels``, as
+    ``gcloud ... update`` applies them; None when no label flag was given."""
+    if update is None and remove is None and not clear:
+        return None
+    labels = {} if clear else dict(current)
+    for key in (remove or "").split(","):
+        labels.pop(key.strip(), None)
+    labels.update(parse_labels(update))
+    return labels
+
+
+@models_app.command("update")
+def update_model(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="The model name."),
+    description: str = typer.Option(None, help="The new description."),
+    update_labels: str = _UPDATE_LABELS,
+    remove_labels: str = _REMOVE_LABELS,
+    clear_labels: bool = _CLEAR_LABELS,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Update a model's description or labels."""
+    with _client(ctx, project) as client:
+        current = client.models.get(model).get("labels") or {}
+        labels = _updated_labels(current, update_labels, remove_labels, clear_labels)
+        resource = client.models.update(model, description=description, labels=labels)
+    err.print(f"Updated model [{model}].")
+    print_resource(resource, output)
+
+
+@versions_app.command("update")
+def update_version(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The version name."),
+    model: str = _MODEL,
+    description: str = typer.Option(None, help="The new description."),
+    update_labels: str = _UPDATE_LABELS,
+    remove_labels: str = _REMOVE_LABELS,
+    clear_labels: bool = _CLEAR_LABELS,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Update a version's description or labels (max_batch_size and max_batch_wait_ms retune
+    its batching without reloading it)."""
+    with _client(ctx, project) as client:
+        current = client.versions.get(model, version).get("labels") or {}
+        labels = _updated_labels(current, update_labels, remove_labels, clear_labels)
+        resource = client.versions.update(model, version, description=description, labels=labels)
+    err.print(f"Updated version [{version}] of model [{model}].")
+    print_resource(resource, output)
+
+
 @versions_app.command("create")
 def create_version(
     ctx: typer.Context,

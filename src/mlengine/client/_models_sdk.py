@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlengine.errors import OperationFailed
+from mlengine.errors import InvalidArgument, OperationFailed
 
 if TYPE_CHECKING:
     from mlengine.client._sdk import Client
@@ -106,6 +106,25 @@ class ModelsAPI:
         """Delete a model without versions; returns the finished Operation."""
         return self._client.api.request("DELETE", f"{self._base}/{name}")
 
+    def update(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Set the model's description and/or replace its labels (``{}`` clears them); the
+        fields left None are kept. Returns the updated Model.
+
+        Raises:
+            InvalidArgument: nothing to update, or a refused value (the message names it).
+        """
+        body, mask = _update_body(description, labels)
+        operation = self._client.api.request(
+            "PATCH", f"{self._base}/{name}", params={"updateMask": mask}, json=body
+        )
+        return dict(operation.get("response") or self.get(name))
+
     def predict(
         self,
         model: str,
@@ -195,3 +214,39 @@ class VersionsAPI:
     def set_default(self, model: str, name: str) -> dict[str, Any]:
         """Make a READY version the default; returns the Version."""
         return self._client.api.request("POST", f"{self._base(model)}/{name}:setDefault")
+
+    def update(
+        self,
+        model: str,
+        name: str,
+        *,
+        description: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Set the version's description and/or replace its labels (``{}`` clears them); the
+        fields left None are kept. The batching labels (``max_batch_size``,
+        ``max_batch_wait_ms``) take effect on the loaded version within about a second.
+        Returns the updated Version.
+
+        Raises:
+            InvalidArgument: nothing to update, or a refused value (the message names it).
+        """
+        body, mask = _update_body(description, labels)
+        operation = self._client.api.request(
+            "PATCH", f"{self._base(model)}/{name}", params={"updateMask": mask}, json=body
+        )
+        return dict(operation.get("response") or self.get(model, name))
+
+
+def _update_body(
+    description: str | None, labels: Mapping[str, str] | None
+) -> tuple[dict[str, Any], str]:
+    """The PATCH body and ``updateMask`` of the fields given."""
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if labels is not None:
+        body["labels"] = dict(labels)
+    if not body:
+        raise InvalidArgument("Nothing to update: give a description or labels.")
+    return body, ",".join(body)
