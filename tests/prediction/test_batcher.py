@@ -610,3 +610,31 @@ async def test_an_empty_request_needs_no_model_call(model: FakeModel) -> None:
 def test_bad_settings_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         MicroBatcher(lambda instances, options: instances, **options)
+
+
+async def test_a_predict_loop_that_fails_answers_its_waiting_requests_and_restarts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error in the batcher's own loop (a bug, simulated here) fails the
+    requests it queued instead of leaving them waiting forever; the next request starts a
+    new loop and is served."""
+    model = FakeModel()
+    batcher = MicroBatcher(model, name="v1")
+    original = batcher._take
+    broken = True
+
+    def take(key: bytes) -> Any:
+        if broken:
+            raise RuntimeError("a bug in the loop")
+        return original(key)
+
+    batcher._take = take  # type: ignore[method-assign]
+    waiting = asyncio.ensure_future(batcher.predict(["a"]))
+    done, _ = await asyncio.wait({waiting}, timeout=30)
+    assert done, "the request was left waiting"
+    with pytest.raises(Unavailable, match="The predict loop of v1 failed"):
+        waiting.result()
+    assert "the predict loop of v1 stopped" in caplog.text
+    broken = False
+    assert await batcher.predict(["b"]) == ["b"]
+    await batcher.close()

@@ -416,6 +416,9 @@ class MicroBatcher:
         except asyncio.CancelledError:
             self._fail_waiting("stopped")
             raise
+        except Exception:  # a bug here: answer every waiting request rather than leave it
+            self._fail_waiting("failed")  # waiting (the error is logged by _on_loop_done)
+            raise
 
     def _oldest_group(self) -> bytes | None:
         """The options group of the oldest waiting chunk, or None when nothing waits."""
