@@ -10,16 +10,18 @@ from pathlib import Path
 from mlengine.errors import InvalidArgument, StoreUnavailable
 from mlengine.store._artifacts import filesystem_for
 
-__all__ = ["copy_version_files", "local_copy"]
+__all__ = ["copy_version_files", "is_local", "local_copy", "local_path"]
 
 MAX_FILES = 1000
 
 
-def _is_local(url: str) -> bool:
+def is_local(url: str) -> bool:
+    """Whether `url` is a path on this machine (no scheme, or ``file://``)."""
     return "://" not in url or url.startswith("file://")
 
 
-def _local_path(url: str) -> Path:
+def local_path(url: str) -> Path:
+    """The path of a local `url` (``file://`` removed, ``~`` expanded)."""
     return Path(url[len("file://") :] if url.startswith("file://") else url).expanduser()
 
 
@@ -47,9 +49,9 @@ def copy_version_files(origin: str, destination: str) -> str:
         )
     temporary = f"{destination.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        if _is_local(origin) and _is_local(destination):
-            shutil.copytree(_local_path(origin), _local_path(temporary))
-            os.replace(_local_path(temporary), _local_path(destination))
+        if is_local(origin) and is_local(destination):
+            shutil.copytree(local_path(origin), local_path(temporary))
+            os.replace(local_path(temporary), local_path(destination))
         else:
             target_fs, target_path = filesystem_for(temporary)
             for file in files:
@@ -68,8 +70,8 @@ def copy_version_files(origin: str, destination: str) -> str:
 def local_copy(artifact_uri: str, cache_dir: Path) -> Path:
     """A local directory holding the version's files: the artifact itself when the store is
     local, else a download into `cache_dir` (reused when present)."""
-    if _is_local(artifact_uri):
-        return _local_path(artifact_uri)
+    if is_local(artifact_uri):
+        return local_path(artifact_uri)
     if (cache_dir / ".complete").exists():
         return cache_dir
     fs, path = filesystem_for(artifact_uri)

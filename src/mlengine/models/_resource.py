@@ -7,22 +7,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlengine.errors import InvalidArgument, invalid_field
+from mlengine.jobs._packaging import PACKAGE_SUFFIXES
 from mlengine.jobs._resource import rfc3339, validate_labels
 from mlengine.store import ModelRecord, OperationRecord, VersionRecord
 
 __all__ = [
     "FRAMEWORK_NAMES",
     "batching_labels",
+    "default_version_name",
     "model_resource",
     "operation_resource",
     "validate_model",
     "validate_name",
     "validate_version",
+    "validate_version_object",
     "version_resource",
 ]
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-_RUNTIME = re.compile(r"^\d+\.\d+$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+_RUNTIME = re.compile(r"[0-9]+\.[0-9]+")
+_REGION = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_MACHINE_TYPE = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_PREDICTION_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*://")
+_INT32_MAX = 2**31 - 1
+_METRIC_NAMES = ("METRIC_NAME_UNSPECIFIED", "CPU_USAGE", "GPU_DUTY_CYCLE")
+_BIGQUERY_TABLE = re.compile(r"[A-Za-z0-9_:-]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_$-]+")
 FRAMEWORK_NAMES = (
     "TENSORFLOW",
     "SCIKIT_LEARN",
@@ -53,7 +63,7 @@ def validate_name(value: object, field: str, owner: str) -> str:
     Raises:
         InvalidArgument: anything else.
     """
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise invalid_field(
             field, owner, "1 to 128 letters, digits or underscores, starting with a letter", value
         )
@@ -67,10 +77,21 @@ def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
         InvalidArgument: a bad name, regions, labels or flag.
     """
     name = validate_name(body.get("name"), "name", "Model")
-    regions = body.get("regions") or ["us-central1"]
-    if not isinstance(regions, list) or len(regions) != 1 or not isinstance(regions[0], str):
-        raise invalid_field("regions", "Model", "a list of exactly one region", regions)
-    description = body.get("description", "")
+    regions = body.get("regions")
+    if regions is None or regions == []:
+        regions = ["us-central1"]
+    if (
+        not isinstance(regions, list)
+        or len(regions) != 1
+        or not isinstance(regions[0], str)
+        or not _REGION.fullmatch(regions[0])
+    ):
+        raise invalid_field(
+            "regions", "Model", "a list of exactly one region such as ['us-central1']", regions
+        )
+    description = body.get("description")
+    if description is None:  # null is the default, as proto3 JSON reads it
+        description = ""
     if not isinstance(description, str):
         raise invalid_field("description", "Model", "a string", description)
     result: dict[str, Any] = {
@@ -83,7 +104,9 @@ def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
         ("onlinePredictionLogging", "online_prediction_logging"),
         ("onlinePredictionConsoleLogging", "online_prediction_console_logging"),
     ):
-        value = body.get(field, False)
+        value = body.get(field)
+        if value is None:
+            value = False
         if not isinstance(value, bool):
             raise invalid_field(field, "Model", "true or false", value)
         result[column] = value
@@ -94,7 +117,8 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a `Version` create request, normalised (unknown fields dropped).
 
     Raises:
-        InvalidArgument: a bad name, framework, runtime version, or a missing deploymentUri.
+        InvalidArgument: a field of the wrong type or out of range (the message names it), or
+            a missing deploymentUri.
     """
     spec: dict[str, Any] = {"name": validate_name(body.get("name"), "name", "Version")}
     for field in _VERSION_STRINGS:
@@ -105,11 +129,13 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
             raise invalid_field(field, "Version", "a string", value)
         spec[field] = value
     for field in _VERSION_OBJECTS:
-        value = body.get(field)
-        if value is not None:
-            if not isinstance(value, Mapping):
-                raise invalid_field(field, "Version", "an object", value)
-            spec[field] = dict(value)
+        normalised = validate_version_object(field, body.get(field))
+        if normalised is not None:
+            spec[field] = normalised
+    if spec.get("autoScaling") is not None and spec.get("manualScaling") is not None:
+        raise InvalidArgument(
+            "The 'autoScaling' and 'manualScaling' fields of Version are exclusive; set one."
+        )
     if body.get("container"):
         raise InvalidArgument(
             "The 'container' field of Version asks for a custom serving container, which "
@@ -117,29 +143,53 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
         )
     if not spec.get("deploymentUri"):
         raise InvalidArgument("The 'deploymentUri' field of Version is required (--origin).")
+    if not _absolute_or_url(spec["deploymentUri"]):
+        raise invalid_field(
+            "deploymentUri",
+            "Version",
+            "an absolute directory path or a URL such as gs://bucket/model/",
+            spec["deploymentUri"],
+        )
     framework = body.get("framework")
     if framework not in (None, "", "FRAMEWORK_UNSPECIFIED"):
-        normalised = str(framework).upper().replace("-", "_")
-        if normalised not in FRAMEWORK_NAMES:
+        upper = framework.upper().replace("-", "_") if isinstance(framework, str) else None
+        if upper not in FRAMEWORK_NAMES:
             raise invalid_field(
                 "framework", "Version", "one of " + ", ".join(FRAMEWORK_NAMES), framework
             )
-        spec["framework"] = normalised
-    runtime = spec.setdefault("runtimeVersion", DEFAULT_RUNTIME_VERSION)
-    if not _RUNTIME.match(runtime):
+        spec["framework"] = upper
+    for field, default, example in (
+        ("runtimeVersion", DEFAULT_RUNTIME_VERSION, "a MAJOR.MINOR string such as '2.11'"),
+        ("pythonVersion", DEFAULT_PYTHON_VERSION, "a MAJOR.MINOR string such as '3.7'"),
+    ):
+        value = spec.setdefault(field, default)
+        if not _RUNTIME.fullmatch(value):
+            raise invalid_field(field, "Version", example, value)
+    machine_type = spec.setdefault("machineType", DEFAULT_MACHINE_TYPE)
+    if not _MACHINE_TYPE.fullmatch(machine_type):
         raise invalid_field(
-            "runtimeVersion", "Version", "a MAJOR.MINOR string such as '2.11'", runtime
+            "machineType", "Version", "a machine type such as 'mls1-c1-m2'", machine_type
         )
-    spec.setdefault("pythonVersion", DEFAULT_PYTHON_VERSION)
-    spec.setdefault("machineType", DEFAULT_MACHINE_TYPE)
     packages = body.get("packageUris")
     if packages is not None:
-        if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
-            raise invalid_field("packageUris", "Version", "a list of URIs", packages)
+        if not isinstance(packages, list):
+            raise invalid_field("packageUris", "Version", "a list of package URIs", packages)
+        for index, uri in enumerate(packages):
+            if not (
+                isinstance(uri, str)
+                and _absolute_or_url(uri)
+                and uri.rsplit("/", 1)[-1].endswith(PACKAGE_SUFFIXES)
+            ):
+                raise invalid_field(
+                    f"packageUris[{index}]",
+                    "Version",
+                    "an absolute path or URL of a package ending in .tar.gz, .zip or .whl",
+                    uri,
+                )
         spec["packageUris"] = list(packages)
     prediction_class = spec.get("predictionClass")
     if prediction_class is not None:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$", prediction_class):
+        if not _PREDICTION_CLASS.fullmatch(prediction_class):
             raise invalid_field(
                 "predictionClass", "Version", "a dotted name module.Class", prediction_class
             )
@@ -150,6 +200,124 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
     spec["labels"] = validate_labels(body.get("labels"), "Version")
     batching_labels(spec["labels"])
     return spec
+
+
+def validate_version_object(field: str, value: object) -> dict[str, Any] | None:
+    """One object field of a `Version` (``autoScaling``, ``manualScaling``,
+    ``requestLoggingConfig``, ``explanationConfig``) normalised, unknown keys dropped; None
+    when unset.
+
+    Raises:
+        InvalidArgument: not an object, or a member of the wrong type or out of range (the
+            message names it, e.g. ``autoScaling.minNodes``).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid_field(field, "Version", "an object", value)
+    result: dict[str, Any] = {}
+    if field == "autoScaling":
+        for leaf in ("minNodes", "maxNodes"):
+            if value.get(leaf) is not None:
+                result[leaf] = _int32(value[leaf], f"autoScaling.{leaf}")
+        least = result.get("minNodes", 0)
+        if 0 < result.get("maxNodes", 0) < least:  # 0: unset, as in proto3
+            raise invalid_field(
+                "autoScaling.maxNodes", "Version", f"0 or >= minNodes ({least})", value["maxNodes"]
+            )
+        if value.get("metrics") is not None:
+            result["metrics"] = _metrics(value["metrics"])
+    elif field == "manualScaling":
+        if value.get("nodes") is not None:
+            result["nodes"] = _int32(value["nodes"], "manualScaling.nodes")
+    elif field == "requestLoggingConfig":
+        sampling = value.get("samplingPercentage")
+        if sampling is not None:
+            if (
+                isinstance(sampling, bool)
+                or not isinstance(sampling, int | float)
+                or not 0 <= sampling <= 1
+            ):
+                raise invalid_field(
+                    "requestLoggingConfig.samplingPercentage",
+                    "Version",
+                    "a number from 0 to 1",
+                    sampling,
+                )
+            result["samplingPercentage"] = sampling
+        table = value.get("bigqueryTableName")
+        if table is not None:
+            if not isinstance(table, str) or not _BIGQUERY_TABLE.fullmatch(table):
+                raise invalid_field(
+                    "requestLoggingConfig.bigqueryTableName",
+                    "Version",
+                    "a table name 'project.dataset.table'",
+                    table,
+                )
+            result["bigqueryTableName"] = table
+    else:
+        result = dict(value)
+    return result
+
+
+def default_version_name(body: Mapping[str, Any], project: str, model: str) -> str:
+    """The short version name a models.patch body gives in ``defaultVersion.name`` (or
+    ``default_version.name``): ``v1`` or ``projects/P/models/M/versions/v1`` of this model.
+
+    Raises:
+        InvalidArgument: missing, not such a name, or the name of another model's version.
+    """
+    field = "default_version" if "default_version" in body else "defaultVersion"
+    given = body.get(field)
+    if given is not None and not isinstance(given, Mapping):
+        raise invalid_field(field, "Model", "an object {'name': VERSION}", given)
+    name = (given or {}).get("name")
+    prefix = f"projects/{project}/models/{model}/versions/"
+    short = name[len(prefix) :] if isinstance(name, str) and name.startswith(prefix) else name
+    if not isinstance(short, str) or not _NAME.fullmatch(short):
+        raise invalid_field(
+            f"{field}.name",
+            "Model",
+            f"the name of a version of this model, such as 'v1' or '{prefix}v1'",
+            name,
+        )
+    return short
+
+
+def _absolute_or_url(uri: str) -> bool:
+    return uri.startswith("/") or bool(_URL.match(uri))
+
+
+def _int32(value: object, field: str) -> int:
+    """A non-negative int32 given as a JSON number or (proto3 JSON) a decimal string."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value):
+        number = int(value)
+    if number is None or not 0 <= number <= _INT32_MAX:
+        raise invalid_field(field, "Version", "an integer >= 0", value)
+    return number
+
+
+def _metrics(value: object) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise invalid_field("autoScaling.metrics", "Version", "a list of {name, target}", value)
+    result = []
+    for index, metric in enumerate(value):
+        where = f"autoScaling.metrics[{index}]"
+        if not isinstance(metric, Mapping):
+            raise invalid_field(where, "Version", "an object {name, target}", metric)
+        name = metric.get("name", _METRIC_NAMES[0])
+        if not isinstance(name, str) or name not in _METRIC_NAMES:
+            raise invalid_field(
+                f"{where}.name", "Version", "one of " + ", ".join(_METRIC_NAMES), name
+            )
+        entry: dict[str, Any] = {"name": name}
+        if metric.get("target") is not None:
+            entry["target"] = _int32(metric["target"], f"{where}.target")
+        result.append(entry)
+    return result
 
 
 def batching_labels(labels: Mapping[str, str]) -> dict[str, int]:

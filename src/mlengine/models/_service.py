@@ -15,18 +15,28 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import fsspec
+
 from mlengine._processes import process_exists
 from mlengine.config import Settings
-from mlengine.errors import FailedPrecondition, InvalidArgument, MLEngineError, NotFound
+from mlengine.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MLEngineError,
+    NotFound,
+    invalid_field,
+)
 from mlengine.jobs._resource import validate_labels
 from mlengine.jobs._service import new_etag, now_utc, validate_project
-from mlengine.models._artifacts import copy_version_files, local_copy
+from mlengine.models._artifacts import copy_version_files, is_local, local_copy, local_path
 from mlengine.models._resource import (
     batching_labels,
+    default_version_name,
     model_resource,
     operation_resource,
     validate_model,
     validate_version,
+    validate_version_object,
     version_resource,
 )
 from mlengine.store import (
@@ -53,6 +63,7 @@ _VERSION_MASK = frozenset(
         "manualScaling.nodes",
     }
 )
+_BUSY_STATES = frozenset({"CREATING", "DELETING", "UPDATING"})
 
 
 def _page_size(value: int | None) -> int:
@@ -87,8 +98,10 @@ class ModelService:
         """The model with its default version embedded.
 
         Raises:
+            InvalidArgument: a bad project id.
             NotFound: no such model.
         """
+        validate_project(project)
         record = self.registry.get_model(project, name)
         return model_resource(record, self._default(record))
 
@@ -117,9 +130,11 @@ class ModelService:
         """Delete a model without versions; returns a finished DELETE_MODEL operation.
 
         Raises:
+            InvalidArgument: a bad project id.
             NotFound: no such model.
             FailedPrecondition: it still has versions.
         """
+        validate_project(project)
         self.registry.delete_model(project, name)
         return self._finished_operation(project, "DELETE_MODEL", name, None, response={})
 
@@ -128,19 +143,24 @@ class ModelService:
     ) -> dict[str, Any]:
         """Update description, labels or the default version; returns a finished operation.
 
+        Nothing changes unless every masked field is valid.
+
         Raises:
-            InvalidArgument: an unsupported mask path or bad values.
+            InvalidArgument: an unsupported mask path or bad values (the message names the
+                field).
             NotFound: no such model or default version.
+            FailedPrecondition: the new default version is not READY.
         """
+        validate_project(project)
         paths = _mask(update_mask, _MODEL_MASK, "Model")
+        self.registry.get_model(project, name)
         changes: dict[str, Any] = {"etag": new_etag()}
         if "description" in paths:
-            changes["description"] = str(body.get("description", ""))
+            changes["description"] = _description(body, "Model")
         if "labels" in paths:
             changes["labels"] = validate_labels(body.get("labels"), "Model")
         if paths & {"default_version.name", "defaultVersion.name"}:
-            default = (body.get("defaultVersion") or body.get("default_version") or {}).get("name")
-            version = str(default or "").rsplit("/", 1)[-1]
+            version = default_version_name(body, project, name)
             self._require_ready(project, name, version)
             changes["default_version"] = version
         self.registry.update_model(project, name, **changes)
@@ -156,11 +176,14 @@ class ModelService:
         `build` in the background.
 
         Raises:
-            InvalidArgument: a bad body.
+            InvalidArgument: a bad body or project id, or a local deploymentUri or package
+                that does not exist.
             NotFound: no such model.
             AlreadyExists: the version name is taken.
         """
+        validate_project(project)
         spec = validate_version(body)
+        _check_local_files(spec)
         name = spec.pop("name")
         now = now_utc()
         record = VersionRecord(
@@ -237,11 +260,21 @@ class ModelService:
         """The version resource.
 
         Raises:
-            NotFound: no such version.
+            InvalidArgument: a bad project id.
+            NotFound: no such model or version.
         """
-        record = self.registry.get_version(project, model, name)
+        validate_project(project)
+        record = self._version(project, model, name)
         default = self.registry.get_model(project, model).default_version
         return version_resource(record, is_default=default == name)
+
+    def _version(self, project: str, model: str, name: str) -> VersionRecord:
+        """The stored version; NotFound names the model when that is what is missing."""
+        try:
+            return self.registry.get_version(project, model, name)
+        except NotFound:
+            self.registry.get_model(project, model)
+            raise
 
     def list_versions(
         self, project: str, model: str, page_size: int | None = None, page_token: str | None = None
@@ -249,8 +282,10 @@ class ModelService:
         """``{"versions": [...], "nextPageToken"}`` or ``{}``.
 
         Raises:
+            InvalidArgument: a bad project id, page size or page token.
             NotFound: no such model.
         """
+        validate_project(project)
         default = self.registry.get_model(project, model).default_version
         records, token = self.registry.list_versions(
             project, model, _page_size(page_size), page_token
@@ -266,15 +301,17 @@ class ModelService:
         """Make a READY version the model's default.
 
         Raises:
-            NotFound: no such version.
+            InvalidArgument: a bad project id.
+            NotFound: no such model or version.
             FailedPrecondition: the version is not READY.
         """
+        validate_project(project)
         self._require_ready(project, model, name)
         self.registry.update_model(project, model, default_version=name, etag=new_etag())
         return self.get_version(project, model, name)
 
     def _require_ready(self, project: str, model: str, name: str) -> None:
-        record = self.registry.get_version(project, model, name)
+        record = self._version(project, model, name)
         if record.state != "READY":
             raise FailedPrecondition(
                 f"Version {name} is {record.state}; only a READY version can be the default."
@@ -284,12 +321,14 @@ class ModelService:
         """The version, when it may be deleted now.
 
         Raises:
-            NotFound: no such version.
+            InvalidArgument: a bad project id.
+            NotFound: no such model or version.
             FailedPrecondition: it is still being created or deleted, or it is the default
                 version while other versions exist.
         """
-        record = self.registry.get_version(project, model, name)
-        if record.state in ("CREATING", "DELETING", "UPDATING"):
+        validate_project(project)
+        record = self._version(project, model, name)
+        if record.state in _BUSY_STATES:
             raise FailedPrecondition(f"Version {name} is {record.state}; try again when it ends.")
         default = self.registry.get_model(project, model).default_version
         if default == name:
@@ -320,24 +359,52 @@ class ModelService:
         """Update description, labels, scaling or request logging; returns a finished
         UPDATE_VERSION operation.
 
+        A masked field absent from the body is reset to its default. Nothing changes unless
+        every masked field is valid.
+
         Raises:
-            InvalidArgument: an unsupported mask path or bad values.
-            NotFound: no such version.
+            InvalidArgument: an unsupported mask path or bad values (the message names the
+                field).
+            NotFound: no such model or version.
+            FailedPrecondition: the version is being created or deleted.
         """
+        validate_project(project)
         paths = _mask(update_mask, _VERSION_MASK, "Version")
-        record = self.registry.get_version(project, model, name)
+        record = self._version(project, model, name)
+        if record.state in _BUSY_STATES:
+            raise FailedPrecondition(f"Version {name} is {record.state}; try again when it ends.")
         spec = dict(record.spec)
-        for path in paths:
+        for path in sorted(paths):
             top, _, leaf = path.partition(".")
             if top == "labels":
                 spec["labels"] = validate_labels(body.get("labels"), "Version")
                 batching_labels(spec["labels"])
-            elif leaf:
-                value = (body.get(top) or {}).get(leaf)
-                spec[top] = {**(spec.get(top) or {}), leaf: value}
+            elif top == "description":
+                spec["description"] = _description(body, "Version")
             else:
-                spec[top] = body.get(top)
-        self.registry.update_version(project, model, name, spec=spec, etag=new_etag())
+                given = body.get(top)
+                if leaf:
+                    if given is not None and not isinstance(given, Mapping):
+                        raise invalid_field(top, "Version", "an object", given)
+                    merged = dict(spec.get(top) or {})
+                    merged.pop(leaf, None)
+                    value = (given or {}).get(leaf)
+                    if value is not None:
+                        merged[leaf] = value
+                    given = merged
+                spec[top] = validate_version_object(top, given)
+                if spec[top] is None:
+                    del spec[top]
+        if spec.get("autoScaling") and spec.get("manualScaling"):
+            raise InvalidArgument(
+                "The 'autoScaling' and 'manualScaling' fields of Version are exclusive; "
+                f"this update would give version {name} both."
+            )
+        changed = self.registry.update_version(
+            project, model, name, from_states={record.state}, spec=spec, etag=new_etag()
+        )
+        if not changed:
+            raise FailedPrecondition(f"Version {name} changed state meanwhile; try again.")
         return self._finished_operation(
             project, "UPDATE_VERSION", model, name,
             response=self.get_version(project, model, name),
@@ -348,14 +415,21 @@ class ModelService:
         """The operation.
 
         Raises:
+            InvalidArgument: a bad project id.
             NotFound: no such operation.
         """
+        validate_project(project)
         return operation_resource(self.registry.get_operation(project, operation_id))
 
     def list_operations(
         self, project: str, page_size: int | None = None, page_token: str | None = None
     ) -> dict[str, Any]:
-        """``{"operations": [...], "nextPageToken"}`` or ``{}``."""
+        """``{"operations": [...], "nextPageToken"}`` or ``{}``.
+
+        Raises:
+            InvalidArgument: a bad project id, page size or page token.
+        """
+        validate_project(project)
         records, token = self.registry.list_operations(project, _page_size(page_size), page_token)
         result: dict[str, Any] = {}
         if records:
@@ -422,6 +496,40 @@ def _mask(update_mask: str | None, allowed: frozenset[str], owner: str) -> set[s
             f"supported: {', '.join(sorted(allowed))}."
         )
     return paths
+
+
+def _description(body: Mapping[str, Any], owner: str) -> str:
+    value = body.get("description")
+    if value is not None and not isinstance(value, str):
+        raise invalid_field("description", owner, "a string", value)
+    return value or ""
+
+
+def _check_local_files(spec: Mapping[str, Any]) -> None:
+    """Refuse, before anything is recorded, a local deploymentUri that is not a directory
+    with files or a local package that is not a file (remote URLs are read by the build)."""
+    origin = spec["deploymentUri"]
+    for field, uri in (("deploymentUri", origin), *_indexed("packageUris", spec)):
+        protocols = uri.split("://", 1)[0].split("::") if "://" in uri else ["file"]
+        if not set(protocols) <= set(fsspec.available_protocols()):
+            raise invalid_field(
+                field, "Version", "a local path or a URL such as gs://bucket/path", uri
+            )
+    if is_local(origin):
+        directory = local_path(origin)
+        if not directory.is_dir():
+            raise invalid_field(
+                "deploymentUri", "Version", "a directory that exists on the server", origin
+            )
+        if not any(path.is_file() for path in directory.rglob("*")):
+            raise invalid_field("deploymentUri", "Version", "a directory with model files", origin)
+    for field, uri in _indexed("packageUris", spec):
+        if is_local(uri) and not local_path(uri).is_file():
+            raise invalid_field(field, "Version", "a package file that exists", uri)
+
+
+def _indexed(field: str, spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(f"{field}[{index}]", uri) for index, uri in enumerate(spec.get(field) or ())]
 
 
 def _owner_is_dead(owner: str | None) -> bool:

@@ -102,12 +102,21 @@ def _token(name: str) -> str:
 
 
 def _after(token: str | None) -> str | None:
+    """The name a page token of `_token` continues after.
+
+    Raises:
+        InvalidArgument: not a token `_token` gives (urlsafe_b64decode alone skips stray
+            characters, so "!!" would decode to "" and restart the list).
+    """
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        name = base64.b64decode(token + "=" * (-len(token) % 4), b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument(f"The 'pageToken' parameter is not valid. Got {token!r}.") from None
+        name = ""
+    if not name or not name.isprintable() or _token(name) != token:
+        raise InvalidArgument(f"The 'pageToken' parameter is not valid. Got {token!r}.")
+    return name
 
 
 class RegistryStore:
@@ -198,15 +207,21 @@ class RegistryStore:
             NotFound: the model does not exist.
             AlreadyExists: the model has a version of that name.
         """
-        with self.metadata._session() as session:
-            if session.get(ModelRow, (record.project, record.model)) is None:
-                raise NotFound(f"Model projects/{record.project}/models/{record.model} not found.")
-            if session.get(VersionRow, (record.project, record.model, record.name)) is not None:
-                raise AlreadyExists(
-                    f"A version with name {record.name!r} already exists in model {record.model!r}."
-                )
-            session.add(VersionRow(**_row_values(record)))
-            session.add(OperationRow(**_row_values(operation)))
+        taken = AlreadyExists(
+            f"A version with name {record.name!r} already exists in model {record.model!r}."
+        )
+        try:
+            with self.metadata._session() as session:
+                if session.get(ModelRow, (record.project, record.model)) is None:
+                    raise NotFound(
+                        f"Model projects/{record.project}/models/{record.model} not found."
+                    )
+                if session.get(VersionRow, (record.project, record.model, record.name)):
+                    raise taken
+                session.add(VersionRow(**_row_values(record)))
+                session.add(OperationRow(**_row_values(operation)))
+        except IntegrityError:  # a concurrent create of the same name committed first
+            raise taken from None
 
     def get_version(self, project: str, model: str, name: str) -> VersionRecord:
         """Raises:
