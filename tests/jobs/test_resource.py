@@ -9,6 +9,7 @@ import pytest
 from mlengine.errors import InvalidArgument
 from mlengine.jobs._resource import validate_job_id, validate_labels, validate_training_input
 from mlengine.jobs._scale_tiers import replicas_for
+from mlengine.jobs._service import validate_project
 from mlengine.jobs._submission import build_training_job, parse_accelerator
 
 BASE = {"pythonModule": "trainer.task", "packageUris": ["/p/trainer-0.1.tar.gz"]}
@@ -53,7 +54,7 @@ def test_bad_training_input(fields: dict[str, Any], message: str) -> None:
         validate_training_input({k: v for k, v in body.items() if v is not None})
 
 
-@pytest.mark.parametrize("job_id", ["1abc", "a-b", "", "x" * 129, None, 5])
+@pytest.mark.parametrize("job_id", ["1abc", "a-b", "", "x" * 129, None, 5, "job\n"])
 def test_bad_job_ids(job_id: Any) -> None:
     with pytest.raises(InvalidArgument, match="The 'jobId' field of Job must be"):
         validate_job_id(job_id)
@@ -61,9 +62,22 @@ def test_bad_job_ids(job_id: Any) -> None:
 
 def test_labels() -> None:
     assert validate_labels({"team": "ml-1"}) == {"team": "ml-1"}
-    for bad in ({"Team": "x"}, {"team": "X"}, {"team": 1}, ["team"]):
+    for bad in ({"Team": "x"}, {"team": "X"}, {"team": 1}, ["team"], {"team\n": "x"},
+                {"team": "x\n"}):  # fmt: skip
         with pytest.raises(InvalidArgument, match="labels"):
             validate_labels(bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("pythonModule", "trainer.task\n"), ("scheduling", {"maxRunningTime": "10s\n"})],
+)
+def test_a_trailing_newline_is_refused(field: str, value: Any) -> None:
+    """Patterns ending in `$` match before a final newline: every check matches in full."""
+    with pytest.raises(InvalidArgument, match=field):
+        validate_training_input({**BASE, field: value})
+    with pytest.raises(InvalidArgument, match="project"):
+        validate_project("default\n")
 
 
 def test_flags_override_the_config_file() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ._jobs_api import RFC3339, TERMINAL, JobsApi, assert_error, parse_time, process_alive
@@ -757,3 +758,15 @@ def test_custom_tier_runs_every_replica_with_its_cluster(jobs_api: JobsApi) -> N
     logs = jobs_api.client.get(jobs_api.path("distributed", "logs")).json()
     tasks = {entry["taskName"] for entry in logs["entries"]}
     assert {"master-replica-0", "worker-replica-0", "worker-replica-1", "ps-replica-0"} <= tasks
+
+
+@pytest.mark.parametrize("name", ["", "trainer.tar.gz\n", "../x.tar.gz", "trainer.egg", ".tar.gz"])
+def test_a_staged_package_needs_a_plain_package_file_name(module_server: Any, name: str) -> None:
+    answer = httpx.post(
+        f"{module_server.url}/upload/v1/projects/staging/packages",
+        params={"name": name},
+        content=b"not empty",
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert "'name' field of UploadPackageRequest" in answer.json()["error"]["message"]

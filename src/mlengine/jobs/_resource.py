@@ -71,7 +71,7 @@ def validate_job_id(job_id: object) -> str:
     Raises:
         InvalidArgument: not a string of letters, digits and underscores starting with a letter.
     """
-    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
         raise invalid_field(
             "jobId",
             "Job",
@@ -95,14 +95,14 @@ def validate_labels(labels: object, owner: str = "Job") -> dict[str, str]:
         raise invalid_field("labels", owner, "at most 64 labels", len(labels))
     result: dict[str, str] = {}
     for key, value in labels.items():
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+        if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
             raise invalid_field(
                 f"labels.{key}",
                 owner,
                 "a key of lowercase letters, digits, '_' or '-', starting with a letter",
                 key,
             )
-        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
             raise invalid_field(
                 f"labels.{key}", owner, "a value of lowercase letters, digits, '_' or '-'", value
             )
@@ -188,7 +188,7 @@ def validate_training_input(training_input: object) -> dict[str, Any]:
         )
     if not result.get("pythonModule"):
         raise InvalidArgument("The 'pythonModule' field of TrainingInput is required.")
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", result["pythonModule"]):
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", result["pythonModule"]):
         raise invalid_field(
             "pythonModule", "TrainingInput", "a dotted module name", result["pythonModule"]
         )
@@ -212,7 +212,7 @@ def validate_training_input(training_input: object) -> dict[str, Any]:
         kept: dict[str, Any] = {}
         for key in ("maxRunningTime", "maxWaitTime"):
             if key in scheduling:
-                if not isinstance(scheduling[key], str) or not _DURATION.match(scheduling[key]):
+                if not isinstance(scheduling[key], str) or not _DURATION.fullmatch(scheduling[key]):
                     raise invalid_field(
                         f"scheduling.{key}",
                         "TrainingInput",

@@ -39,7 +39,7 @@ def validate_project(project: str) -> str:
     Raises:
         InvalidArgument: not 1-128 letters, digits, '-', '_' or '.'.
     """
-    if not _PROJECT.match(project):
+    if not _PROJECT.fullmatch(project):
         raise InvalidArgument(f"The project id {project!r} is not valid.")
     return project
 

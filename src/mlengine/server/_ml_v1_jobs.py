@@ -129,7 +129,7 @@ async def stage_package(project: str, request: Request) -> JSONResponse:
     """Store an uploaded trainer package as ``staging/<project>/<sha256>/<name>`` in the
     artifact store and return its URI (gcloud uploads to a staging bucket the same way)."""
     name = request.query_params.get("name", "")
-    if not _PACKAGE_NAME.match(name):
+    if not _PACKAGE_NAME.fullmatch(name):
         raise invalid_field(
             "name", "UploadPackageRequest", "a file name ending in .tar.gz, .whl or .zip", name
         )
