@@ -114,6 +114,7 @@ def test_models_and_versions_update_from_the_cli_and_the_sdk(
     client: mlengine.Client,
     origin: Path,
     run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
 ) -> None:
     """``models update`` and ``versions update`` apply --clear-labels, --remove-labels then
     --update-labels to the current labels, as gcloud does; the SDK replaces them."""
@@ -146,6 +147,28 @@ def test_models_and_versions_update_from_the_cli_and_the_sdk(
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.startswith("ERROR: ") and says in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1  # one readable line
+    config = tmp_path / "update.yaml"
+    config.write_text(
+        "description: from the file\nautoScaling:\n  minNodes: 2\n"
+        "requestLoggingConfig:\n  samplingPercentage: 0.5\n"
+    )
+    from_file = run_cli("versions", "update", "v1", "--model", "tagged", "--config", str(config),
+                        "--description", "the flag wins", "--format", "json")  # fmt: skip
+    assert from_file.returncode == 0, from_file.stderr
+    version = json.loads(from_file.stdout)
+    assert version["description"] == "the flag wins"
+    assert version["autoScaling"] == {"minNodes": 2}
+    assert version["requestLoggingConfig"] == {"samplingPercentage": 0.5}
+    for text, says in (
+        ("labels:\n  a: b\n", "may set description, autoScaling"),
+        ("autoScaling:\n  target: 3\n", "'autoScaling' field of the config may set"),
+        ("manualScaling:\n  nodes: 1\n", "'autoScaling' and 'manualScaling' fields"),
+    ):
+        config.write_text(text)
+        refused = run_cli("versions", "update", "v1", "--model", "tagged", "--config", str(config))
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert client.versions.get("tagged", "v1")["autoScaling"] == {"minNodes": 2}  # unchanged
     missing = run_cli("versions", "update", "v9", "--model", "tagged", "--description", "x")
     assert missing.returncode == 2 and "not found" in missing.stderr
     with pytest.raises(InvalidArgument, match="Nothing to update"):

@@ -142,15 +142,23 @@ def update_version(
     update_labels: str = _UPDATE_LABELS,
     remove_labels: str = _REMOVE_LABELS,
     clear_labels: bool = _CLEAR_LABELS,
+    config: Path = typer.Option(
+        None,
+        help="YAML or JSON with description, autoScaling (minNodes, maxNodes), manualScaling "
+        "(nodes), requestLoggingConfig; flags override it.",
+    ),
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
-    """Update a version's description or labels (max_batch_size and max_batch_wait_ms retune
-    its batching without reloading it)."""
+    """Update a version's description, labels (max_batch_size and max_batch_wait_ms retune its
+    batching without reloading it), scaling or request logging."""
+    settings = load_job_config(config) if config is not None else None
     with _client(ctx, project) as client:
         current = client.versions.get(model, version).get("labels") or {}
         labels = _updated_labels(current, update_labels, remove_labels, clear_labels)
-        resource = client.versions.update(model, version, description=description, labels=labels)
+        resource = client.versions.update(
+            model, version, description=description, labels=labels, config=settings
+        )
     err.print(f"Updated version [{version}] of model [{model}].")
     print_resource(resource, output)
 

@@ -222,31 +222,71 @@ class VersionsAPI:
         *,
         description: str | None = None,
         labels: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Set the version's description and/or replace its labels (``{}`` clears them); the
-        fields left None are kept. The batching labels (``max_batch_size``,
-        ``max_batch_wait_ms``) take effect on the loaded version within about a second.
-        Returns the updated Version.
+        """Set the version's description and/or replace its labels (``{}`` clears them), and
+        the fields of `config` (``description``, ``autoScaling`` ``minNodes``/``maxNodes``,
+        ``manualScaling`` ``nodes``, ``requestLoggingConfig``, as in ``gcloud ai-platform
+        versions update --config``; the arguments win over it); the fields not given are
+        kept. The batching labels (``max_batch_size``, ``max_batch_wait_ms``) take effect on
+        the loaded version within about a second. Returns the updated Version.
 
         Raises:
-            InvalidArgument: nothing to update, or a refused value (the message names it).
+            InvalidArgument: nothing to update, a key `config` may not hold, or a refused
+                value (the message names it).
         """
-        body, mask = _update_body(description, labels)
+        body, mask = _update_body(description, labels, config)
         operation = self._client.api.request(
             "PATCH", f"{self._base(model)}/{name}", params={"updateMask": mask}, json=body
         )
         return dict(operation.get("response") or self.get(model, name))
 
 
+_VERSION_UPDATE_CONFIG = {
+    "description": None,
+    "autoScaling": ("minNodes", "maxNodes"),
+    "manualScaling": ("nodes",),
+    "requestLoggingConfig": None,
+}
+"""The fields a `versions update` config may set, and for objects the members masked one by
+one (``autoScaling.minNodes``...); the others are masked whole."""
+
+
 def _update_body(
-    description: str | None, labels: Mapping[str, str] | None
+    description: str | None,
+    labels: Mapping[str, str] | None,
+    config: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """The PATCH body and ``updateMask`` of the fields given."""
+    """The PATCH body and ``updateMask`` (sorted, as gcloud sends it) of the fields given."""
     body: dict[str, Any] = {}
+    paths: set[str] = set()
+    for key, value in (config or {}).items():
+        if key not in _VERSION_UPDATE_CONFIG:
+            allowed = ", ".join(_VERSION_UPDATE_CONFIG)
+            raise InvalidArgument(
+                f"A version update config may set {allowed}; not {key!r} (labels: use the "
+                "labels flags)."
+            )
+        members = _VERSION_UPDATE_CONFIG[key]
+        if members is None:
+            paths.add(key)
+        else:
+            if not isinstance(value, Mapping):
+                raise InvalidArgument(f"The {key!r} field of the config must be a mapping.")
+            unknown = sorted(set(value) - set(members))
+            if unknown:
+                raise InvalidArgument(
+                    f"The {key!r} field of the config may set {', '.join(members)}; not "
+                    f"{', '.join(map(repr, unknown))}."
+                )
+            paths.update(f"{key}.{member}" for member in value)
+        body[key] = value
     if description is not None:
         body["description"] = description
+        paths.add("description")
     if labels is not None:
         body["labels"] = dict(labels)
-    if not body:
-        raise InvalidArgument("Nothing to update: give a description or labels.")
-    return body, ",".join(body)
+        paths.add("labels")
+    if not paths:
+        raise InvalidArgument("Nothing to update: give a description, labels or a config.")
+    return body, ",".join(sorted(paths))
