@@ -63,6 +63,7 @@ _ACCELERATOR_TYPES = frozenset(
     }
 )
 _DURATION = re.compile(r"^\d+(\.\d+)?s$")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def validate_job_id(job_id: object) -> str:
@@ -188,7 +189,7 @@ def validate_training_input(training_input: object) -> dict[str, Any]:
         )
     if not result.get("pythonModule"):
         raise InvalidArgument("The 'pythonModule' field of TrainingInput is required.")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", result["pythonModule"]):
+    if not _MODULE_NAME.fullmatch(result["pythonModule"]):
         raise invalid_field(
             "pythonModule", "TrainingInput", "a dotted module name", result["pythonModule"]
         )
