@@ -8,7 +8,9 @@ the loader's error, and finishes the operation.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -192,7 +194,7 @@ class ModelService:
         )  # fmt: skip
         operation = OperationRecord(
             project=project,
-            operation_id=f"create_{model}_{name}-{int(now.timestamp() * 1000)}",
+            operation_id=_operation_id("create", f"{model}_{name}", now),
             operation_type="CREATE_VERSION",
             model=model,
             version=name,
@@ -470,7 +472,7 @@ class ModelService:
         verb = operation_type.split("_")[0].lower()
         record = OperationRecord(
             project=project,
-            operation_id=f"{verb}_{suffix}-{int(now.timestamp() * 1000)}",
+            operation_id=_operation_id(verb, suffix, now),
             operation_type=operation_type,
             model=model,
             version=version,
@@ -496,6 +498,13 @@ def _mask(update_mask: str | None, allowed: frozenset[str], owner: str) -> set[s
             f"supported: {', '.join(sorted(allowed))}."
         )
     return paths
+
+
+def _operation_id(verb: str, subject: str, now: dt.datetime) -> str:
+    """``create_iris_v1-1733580000000a1b2``: AI Platform's ``<verb>_<model>[_<version>]-<epoch
+    ms>``, with a random tail so that two operations on one model in one millisecond (two
+    processes, say) never share an id."""
+    return f"{verb}_{subject}-{int(now.timestamp() * 1000)}{secrets.token_hex(2)}"
 
 
 def _description(body: Mapping[str, Any], owner: str) -> str:
