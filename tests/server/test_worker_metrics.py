@@ -103,10 +103,12 @@ def test_the_run_directory_is_fresh_named_for_the_workers_and_removed(tmp_path: 
     stale.mkdir(parents=True)
     with worker_metrics_directory(tmp_path, 1) as none:
         assert none is None and WORKER_METRICS_DIR_ENV not in os.environ
+        assert not stale.exists()  # left by a run that was killed
+    stale.mkdir(parents=True)
     with worker_metrics_directory(tmp_path, 3) as directory:
         assert directory is not None and directory.is_dir()
         assert os.environ[WORKER_METRICS_DIR_ENV] == str(directory)
-        assert not stale.exists()  # left by a run that was killed
+        assert not stale.exists()
     assert not directory.exists() and WORKER_METRICS_DIR_ENV not in os.environ
 
 

@@ -62,14 +62,14 @@ def worker_metrics_directory(home: Path, workers: int) -> Iterator[Path | None]:
     workers inherit), removed afterwards; None with one worker (nothing to share). Directories
     left by runs whose process was killed are removed first."""
     os.environ.pop(WORKER_METRICS_DIR_ENV, None)
-    if workers <= 1:
-        yield None
-        return
     parent = home / "run"
     for stale in parent.glob(f"{_RUN_PREFIX}*"):
         with contextlib.suppress(ValueError):
             if not _alive(int(stale.name.removeprefix(_RUN_PREFIX))):
                 shutil.rmtree(stale, ignore_errors=True)
+    if workers <= 1:
+        yield None
+        return
     directory = parent / f"{_RUN_PREFIX}{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
