@@ -12,7 +12,10 @@ app = typer.Typer(help="Run the API server (REST, scheduler, prediction).", no_a
 
 
 @app.command()
-def start(ctx: typer.Context) -> None:
+def start(
+    ctx: typer.Context,
+    workers: int = typer.Option(1, min=1, help="Server processes; they share one scheduler."),
+) -> None:
     """Start a background server at MLENGINE_API_URL (state under MLENGINE_HOME)."""
     from mlengine.client._local_server import health, log_file, start_local_server
 
@@ -20,10 +23,10 @@ def start(ctx: typer.Context) -> None:
     if health(settings) is not None:
         typer.echo(f"A server already answers at {settings.api_url}.", err=True)
         return
-    answer = start_local_server(settings)
+    answer = start_local_server(settings, workers=workers)
+    pid = answer.get("serverPid", answer["pid"])
     typer.echo(
-        f"Started the mlengine server at {settings.api_url} (pid {answer['pid']}, log "
-        f"{log_file(settings)}).",
+        f"Started the mlengine server at {settings.api_url} (pid {pid}, log {log_file(settings)}).",
         err=True,
     )
 
@@ -73,7 +76,7 @@ def run(
     import uvicorn
 
     from mlengine.client._local_server import server_address
-    from mlengine.server._worker_metrics import worker_metrics_directory
+    from mlengine.server._worker_metrics import SERVER_PID_ENV, worker_metrics_directory
 
     settings = settings_from(ctx)
     default_host, default_port = server_address(settings)
@@ -85,6 +88,7 @@ def run(
     ):
         os.environ[variable] = str(settings.values[name])
     settings.home_path.mkdir(parents=True, exist_ok=True)
+    os.environ[SERVER_PID_ENV] = str(os.getpid())  # /healthz's serverPid: what stop signals
     # several workers share one socket; /metrics merges what each publishes in this directory
     with worker_metrics_directory(settings.home_path, workers):
         uvicorn.run(

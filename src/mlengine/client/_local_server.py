@@ -94,8 +94,11 @@ def _environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
-def start_local_server(settings: Settings, timeout: float = 60.0) -> dict[str, Any]:
-    """Start a background server for `settings` unless one answers; return its health.
+def start_local_server(
+    settings: Settings, timeout: float = 60.0, workers: int = 1
+) -> dict[str, Any]:
+    """Start a background server for `settings` (with `workers` processes) unless one
+    answers; return its health.
 
     Raises:
         InvalidArgument: `api_url` is not on this machine.
@@ -122,6 +125,7 @@ def start_local_server(settings: Settings, timeout: float = 60.0) -> dict[str, A
                 host,
                 "--port",
                 str(port),
+                *(["--workers", str(workers)] if workers > 1 else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -170,7 +174,8 @@ def stop_local_server(settings: Settings, timeout: float = 20.0) -> int | None:
         pid = int(orjson.loads(_state_file(settings).read_bytes())["pid"])
     answer = health(settings)
     if answer is not None and answer.get("home") == settings.home:
-        pid = int(answer["pid"])
+        # the server's own process: with several workers, the one answering is only a worker
+        pid = int(answer.get("serverPid") or answer["pid"])
     if pid is None or not process_exists(pid):
         _state_file(settings).unlink(missing_ok=True)
         return None

@@ -27,7 +27,7 @@ from mlengine.server._predict import PredictingApp
 from mlengine.server._predict import router as predict_router
 from mlengine.server._tfserving import router as tfserving_router
 from mlengine.server._v2 import router as v2_router
-from mlengine.server._worker_metrics import WORKER_METRICS_DIR_ENV
+from mlengine.server._worker_metrics import WORKER_METRICS_DIR_ENV, server_pid
 from mlengine.store import ArtifactStore, RegistryStore, get_store
 
 __all__ = ["create_app", "create_app_from_environment"]
@@ -126,6 +126,7 @@ def create_app(
                 "status": "ok",
                 "version": mlengine.__version__,
                 "pid": os.getpid(),
+                "serverPid": server_pid(),
                 "home": settings.home,
                 "schedulerLeader": bool(scheduler and scheduler.is_leader),
             }

@@ -34,6 +34,7 @@ from prometheus_client.core import Metric
 
 __all__ = [
     "PUBLISH_INTERVAL_S",
+    "SERVER_PID_ENV",
     "WORKER_METRICS_DIR_ENV",
     "WorkerMetrics",
     "worker_metrics_directory",
@@ -44,6 +45,10 @@ logger = logging.getLogger("mlengine.server.metrics")
 WORKER_METRICS_DIR_ENV = "MLENGINE_WORKER_METRICS_DIR"
 """The directory the workers of one ``server run --workers N`` share their samples in, set by
 that command for its workers (not a setting: each run gets a fresh one)."""
+
+SERVER_PID_ENV = "MLENGINE_SERVER_PID"
+"""The pid of the ``server run`` process, set by it for its workers: with several workers,
+the process to signal to stop the server (a worker that is stopped alone is replaced)."""
 
 PUBLISH_INTERVAL_S = 1.0
 """How often each worker writes its samples."""
@@ -193,6 +198,13 @@ def _read_all(directory: Path) -> dict[int, list[dict[str, Any]]]:
         except (ValueError, OSError, orjson.JSONDecodeError):
             continue  # not a worker's file, or removed meanwhile
     return processes
+
+
+def server_pid() -> int:
+    """The pid of the server this process serves for: the ``server run`` process that started
+    it as a worker, or this process."""
+    given = os.environ.get(SERVER_PID_ENV, "")
+    return int(given) if given.isdigit() else os.getpid()
 
 
 def _alive(pid: int) -> bool:
