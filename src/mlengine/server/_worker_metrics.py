@@ -32,6 +32,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
+from mlengine._processes import process_exists
+
 __all__ = [
     "PUBLISH_INTERVAL_S",
     "SERVER_PID_ENV",
@@ -70,7 +72,7 @@ def worker_metrics_directory(home: Path, workers: int) -> Iterator[Path | None]:
     parent = home / "run"
     for stale in parent.glob(f"{_RUN_PREFIX}*"):
         with contextlib.suppress(ValueError):
-            if not _alive(int(stale.name.removeprefix(_RUN_PREFIX))):
+            if not process_exists(int(stale.name.removeprefix(_RUN_PREFIX))):
                 shutil.rmtree(stale, ignore_errors=True)
     if workers <= 1:
         yield None
@@ -164,7 +166,7 @@ class MergedRegistry:
         families: dict[str, Metric] = {}
         values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         for pid, process in sorted(self.processes.items()):
-            alive = _alive(pid)
+            alive = process_exists(pid)
             for family in process:
                 name = family["name"]
                 kind = family["type"]
@@ -205,15 +207,3 @@ def server_pid() -> int:
     it as a worker, or this process."""
     given = os.environ.get(SERVER_PID_ENV, "")
     return int(given) if given.isdigit() else os.getpid()
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
