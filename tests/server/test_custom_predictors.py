@@ -19,8 +19,8 @@ import pytest
 import mlengine
 from mlengine.config import Settings
 from mlengine.errors import OperationFailed
-from mlengine.jobs._packaging import build_package
 from tests.conftest import ServerProcess
+from tests.server._predictor_packages import build_source_package
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +63,10 @@ def client(server: ServerProcess, settings: Settings) -> Iterator[mlengine.Clien
         yield instance
 
 
-def _package(root: Path, name: str, module: str, source: str) -> Path:
-    package = root / "src" / name
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / f"{module}.py").write_text(textwrap.dedent(source))
-    return build_package(package, root / "dist")
-
-
 def test_custom_prediction_class(
     client: mlengine.Client, server: ServerProcess, tmp_path: Path
 ) -> None:
-    sdist = _package(tmp_path / "p1", "scale_predictor", "predictor", PREDICTOR)
+    sdist = build_source_package(tmp_path / "p1", "scale_predictor", "predictor", PREDICTOR)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "scale.txt").write_text("2")
@@ -104,7 +96,7 @@ def test_custom_prediction_class_from_the_cli(
     server: ServerProcess,
     tmp_path: Path,
 ) -> None:
-    sdist = _package(tmp_path / "p3", "scale_predictor", "predictor", PREDICTOR)
+    sdist = build_source_package(tmp_path / "p3", "scale_predictor", "predictor", PREDICTOR)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "scale.txt").write_text("3")
@@ -123,10 +115,10 @@ def test_custom_prediction_class_from_the_cli(
     assert json.loads(predicted.stdout) == {"predictions": [6.0]}
 
 
-def test_sklearn_pipeline_with_trainer_classes_needs_its_package(
+def test_sklearn_pipeline_with_trainer_classes_needs_itsbuild_source_package(
     client: mlengine.Client, tmp_path: Path
 ) -> None:
-    sdist = _package(tmp_path / "p2", "trainer_transforms", "transforms", TRANSFORMS)
+    sdist = build_source_package(tmp_path / "p2", "trainer_transforms", "transforms", TRANSFORMS)
     script = textwrap.dedent(f"""
         import sys, joblib
         sys.path.insert(0, {str(tmp_path / "p2" / "src")!r})

@@ -563,6 +563,48 @@ def test_patch_version_refuses_bad_masks_and_fields(
     check(world, "PATCH", "/models/m/versions/v1", BAD, names, params=params, json=body)
 
 
+@pytest.mark.parametrize(
+    ("path", "mask", "body", "expected", "names"),
+    [
+        ("v1", "predictionClass", {"predictionClass": 5}, BAD, "'predictionClass' field"),
+        ("v1", "predictionClass", {"predictionClass": "Predictor"}, BAD, "'predictionClass'"),
+        ("v1", "predictionClass", {"predictionClass": ["a.B"]}, BAD, "'predictionClass'"),
+        ("v1", "packageUris", {"packageUris": "{package}"}, BAD, "'packageUris' field"),
+        ("v1", "packageUris", {"packageUris": [1]}, BAD, "'packageUris[0]' field"),
+        ("v1", "packageUris", {"packageUris": ["pkg.tar.gz"]}, BAD, "'packageUris[0]' field"),
+        (
+            "v1",
+            "packageUris",
+            {"packageUris": ["{package}", "{files}/missing.tar.gz"]},
+            BAD,
+            "'packageUris[1]' field of Version",
+        ),
+        ("v1", "packageUris", {"packageUris": ["nosuchfs://b/p.whl"]}, BAD, "'packageUris[0]'"),
+        (
+            "v1",
+            "description,predictionClass",
+            {"description": "new", "predictionClass": "my-module.P"},
+            BAD,
+            "'predictionClass' field of Version",
+        ),
+        (
+            "vbad",
+            "packageUris",
+            {"packageUris": ["{package}"]},
+            PRECONDITION,
+            "only a READY version's predictionClass or packageUris",
+        ),
+    ],
+)
+def test_patch_version_refuses_bad_code(
+    world: Api, path: str, mask: str, body: dict[str, Any], expected: Refusal, names: str
+) -> None:
+    check(
+        world, "PATCH", f"/models/m/versions/{path}", expected, names,
+        params={"updateMask": mask}, json=world.fill(body),
+    )  # fmt: skip
+
+
 def test_patch_version_scaling_changes_only_the_masked_leaf(world: Api) -> None:
     mask = {"updateMask": "autoScaling.minNodes,autoScaling.maxNodes"}
     body = {"autoScaling": {"minNodes": "2", "maxNodes": 5}}

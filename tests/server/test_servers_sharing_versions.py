@@ -1,6 +1,7 @@
 """Servers sharing one database (separate processes, or the workers of ``server run
---workers N``) each keep their own loaded versions: a version deleted, or deleted and created
-again under the same name, through one of them is not served stale by another."""
+--workers N``) each keep their own loaded versions: a version deleted, deleted and created
+again under the same name, or given new code through one of them is not served stale by
+another."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from sklearn.dummy import DummyClassifier
 import mlengine
 from mlengine.config import Settings
 from tests.conftest import ServerProcess, free_port
+from tests.server._predictor_packages import (
+    SCALED_SUM_CLASS,
+    scaled_sum_model,
+    scaled_sum_package,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +87,33 @@ def test_a_version_recreated_through_another_server_is_served_new(
             client.versions.delete("shared", "v1")
             assert client.versions.create("shared", "v1", zeros)["state"] == "READY"
             _eventually(second, [0, 0, 0])
+            assert _loaded_versions(second) == 1
+    finally:
+        first.stop()
+        second.stop()
+    assert "Traceback" not in second.log.read_text()
+
+
+def test_a_code_update_through_another_server_reloads_the_version(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = scaled_sum_package(tmp_path / "p1", offset=0)
+    shifted = scaled_sum_package(tmp_path / "p2", offset=100)
+    first = ServerProcess(settings).start()
+    monkeypatch.setenv("MLENGINE_API_URL", f"http://127.0.0.1:{free_port()}")
+    second = ServerProcess(Settings.load()).start()
+    sums = [2 * sum(row) for row in ROWS]  # the predictor's scale.txt holds 2
+    try:
+        with mlengine.Client(settings=settings, autostart=False) as client:
+            client.models.create("shared")
+            client.versions.create(
+                "shared", "v1", scaled_sum_model(tmp_path / "model"),
+                config={"predictionClass": SCALED_SUM_CLASS, "packageUris": [str(package)]},
+            )  # fmt: skip
+            assert _predict(second) == pytest.approx(sums)  # the second server loads it
+            client.versions.update("shared", "v1", package_uris=[str(shifted)])  # via the first
+            _eventually(second, pytest.approx([value + 100 for value in sums]))
+            assert _predict(first) == pytest.approx([value + 100 for value in sums])
             assert _loaded_versions(second) == 1
     finally:
         first.stop()

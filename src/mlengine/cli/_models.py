@@ -142,24 +142,49 @@ def update_version(
     update_labels: str = _UPDATE_LABELS,
     remove_labels: str = _REMOVE_LABELS,
     clear_labels: bool = _CLEAR_LABELS,
+    prediction_class: str = typer.Option(
+        None, help="New module.Class of the version's code ('' removes it)."
+    ),
+    package_uris: str = typer.Option(
+        None, help="New comma-separated sdists/wheels (paths are uploaded; '' removes them)."
+    ),
     config: Path = typer.Option(
         None,
         help="YAML or JSON with description, autoScaling (minNodes, maxNodes), manualScaling "
-        "(nodes), requestLoggingConfig; flags override it.",
+        "(nodes), requestLoggingConfig, predictionClass, packageUris; flags override it.",
     ),
+    async_: bool = typer.Option(False, "--async", help="Return the operation at once."),
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
     """Update a version's description, labels (max_batch_size and max_batch_wait_ms retune its
-    batching without reloading it), scaling or request logging."""
+    batching without reloading it), scaling, request logging or code: a new prediction class or
+    packages are loaded and smoke-tested while the version goes on serving its current code."""
     settings = load_job_config(config) if config is not None else None
     with _client(ctx, project) as client:
         current = client.versions.get(model, version).get("labels") or {}
         labels = _updated_labels(current, update_labels, remove_labels, clear_labels)
-        resource = client.versions.update(
-            model, version, description=description, labels=labels, config=settings
+        packages = None
+        if package_uris is not None:
+            packages = [
+                uri if "://" in uri else client.jobs.stage_package(Path(uri))
+                for uri in package_uris.split(",")
+                if uri
+            ]
+        code_changes = (
+            prediction_class is not None
+            or packages is not None
+            or any(key in (settings or {}) for key in ("predictionClass", "packageUris"))
         )
-    err.print(f"Updated version [{version}] of model [{model}].")
+        if code_changes and not async_:
+            err.print(f"Updating the code of version [{version}] (this may take a while)...")
+        resource = client.versions.update(
+            model, version, description=description, labels=labels,
+            prediction_class=prediction_class, package_uris=packages, config=settings,
+            wait=not async_,
+        )  # fmt: skip
+    if not async_:
+        err.print(f"Updated version [{version}] of model [{model}].")
     print_resource(resource, output)
 
 

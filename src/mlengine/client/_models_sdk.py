@@ -222,24 +222,42 @@ class VersionsAPI:
         *,
         description: str | None = None,
         labels: Mapping[str, str] | None = None,
+        prediction_class: str | None = None,
+        package_uris: Sequence[str] | None = None,
         config: Mapping[str, Any] | None = None,
+        wait: bool = True,
+        timeout: float | None = 600,
     ) -> dict[str, Any]:
-        """Set the version's description and/or replace its labels (``{}`` clears them), and
-        the fields of `config` (``description``, ``autoScaling`` ``minNodes``/``maxNodes``,
-        ``manualScaling`` ``nodes``, ``requestLoggingConfig``, as in ``gcloud ai-platform
-        versions update --config``; the arguments win over it); the fields not given are
-        kept. The batching labels (``max_batch_size``, ``max_batch_wait_ms``) take effect on
-        the loaded version within about a second. Returns the updated Version.
+        """Set the version's description and/or replace its labels (``{}`` clears them), its
+        code, and the fields of `config` (``description``, ``autoScaling``
+        ``minNodes``/``maxNodes``, ``manualScaling`` ``nodes``, ``requestLoggingConfig``,
+        ``predictionClass``, ``packageUris``, as in ``gcloud ai-platform versions update
+        --config``; the arguments win over it); the fields not given are kept. The batching
+        labels (``max_batch_size``, ``max_batch_wait_ms``) take effect on the loaded version
+        within about a second.
+
+        A new `prediction_class` (``""`` removes it) or `package_uris` (paths the server can
+        read, or URLs; ``[]`` removes them) is loaded and smoke-tested in the background while
+        the version goes on serving its current code (state UPDATING); then every server
+        process reloads it. With `wait`, returns the updated Version, else the Operation.
 
         Raises:
             InvalidArgument: nothing to update, a key `config` may not hold, or a refused
                 value (the message names it).
+            OperationFailed: the new code did not load or failed its smoke prediction; the
+                version keeps its previous code.
         """
-        body, mask = _update_body(description, labels, config)
+        body, mask = _update_body(description, labels, config, prediction_class, package_uris)
         operation = self._client.api.request(
             "PATCH", f"{self._base(model)}/{name}", params={"updateMask": mask}, json=body
         )
-        return dict(operation.get("response") or self.get(model, name))
+        if not wait:
+            return operation
+        if not operation.get("done"):
+            return self._client.operations.wait(operation, timeout=timeout)
+        response = dict(operation.get("response") or self.get(model, name))
+        response.pop("@type", None)
+        return response
 
 
 _VERSION_UPDATE_CONFIG = {
@@ -247,6 +265,8 @@ _VERSION_UPDATE_CONFIG = {
     "autoScaling": ("minNodes", "maxNodes"),
     "manualScaling": ("nodes",),
     "requestLoggingConfig": None,
+    "predictionClass": None,
+    "packageUris": None,
 }
 """The fields a `versions update` config may set, and for objects the members masked one by
 one (``autoScaling.minNodes``...); the others are masked whole."""
@@ -256,6 +276,8 @@ def _update_body(
     description: str | None,
     labels: Mapping[str, str] | None,
     config: Mapping[str, Any] | None = None,
+    prediction_class: str | None = None,
+    package_uris: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The PATCH body and ``updateMask`` (sorted, as gcloud sends it) of the fields given."""
     body: dict[str, Any] = {}
@@ -287,6 +309,15 @@ def _update_body(
     if labels is not None:
         body["labels"] = dict(labels)
         paths.add("labels")
+    if prediction_class is not None:
+        body["predictionClass"] = prediction_class
+        paths.add("predictionClass")
+    if package_uris is not None:
+        body["packageUris"] = [str(uri) for uri in package_uris]
+        paths.add("packageUris")
     if not paths:
-        raise InvalidArgument("Nothing to update: give a description, labels or a config.")
+        raise InvalidArgument(
+            "Nothing to update: give a description, labels, code (prediction class, package "
+            "URIs) or a config."
+        )
     return body, ",".join(sorted(paths))

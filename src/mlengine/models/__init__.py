@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from mlengine.models._resource import batching_labels
-from mlengine.models._service import ModelService, Verifier
+from mlengine.models._service import CodeUpdate, ModelService, Verifier
 
-__all__ = ["ModelService", "Verifier", "batching_labels"]
+__all__ = ["CodeUpdate", "ModelService", "Verifier", "batching_labels"]

@@ -170,6 +170,35 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
         raise invalid_field(
             "machineType", "Version", "a machine type such as 'mls1-c1-m2'", machine_type
         )
+    spec.update(validate_version_code(body))
+    if spec.get("predictionClass") and spec.get("framework"):
+        raise InvalidArgument(
+            "The 'framework' field of Version must be unset with a predictionClass."
+        )
+    spec["labels"] = validate_labels(body.get("labels"), "Version")
+    batching_labels(spec["labels"])
+    return spec
+
+
+def validate_version_code(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The code fields of a `Version` (``predictionClass``, ``packageUris``) that `body` sets,
+    normalised: null, ``""`` and ``[]`` leave a field out.
+
+    Raises:
+        InvalidArgument: a predictionClass that is not a dotted ``module.Class`` string, or a
+            packageUris that is not a list of package paths or URLs (the message names the
+            entry, e.g. ``packageUris[1]``).
+    """
+    code: dict[str, Any] = {}
+    prediction_class = body.get("predictionClass")
+    if prediction_class not in (None, ""):
+        if not isinstance(prediction_class, str) or not _PREDICTION_CLASS.fullmatch(
+            prediction_class
+        ):
+            raise invalid_field(
+                "predictionClass", "Version", "a dotted name module.Class", prediction_class
+            )
+        code["predictionClass"] = prediction_class
     packages = body.get("packageUris")
     if packages is not None:
         if not isinstance(packages, list):
@@ -186,20 +215,9 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
                     "an absolute path or URL of a package ending in .tar.gz, .zip or .whl",
                     uri,
                 )
-        spec["packageUris"] = list(packages)
-    prediction_class = spec.get("predictionClass")
-    if prediction_class is not None:
-        if not _PREDICTION_CLASS.fullmatch(prediction_class):
-            raise invalid_field(
-                "predictionClass", "Version", "a dotted name module.Class", prediction_class
-            )
-        if spec.get("framework"):
-            raise InvalidArgument(
-                "The 'framework' field of Version must be unset with a predictionClass."
-            )
-    spec["labels"] = validate_labels(body.get("labels"), "Version")
-    batching_labels(spec["labels"])
-    return spec
+        if packages:
+            code["packageUris"] = list(packages)
+    return code
 
 
 def validate_version_object(field: str, value: object) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ the loader's error, and finishes the operation.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import secrets
@@ -38,6 +39,7 @@ from mlengine.models._resource import (
     operation_resource,
     validate_model,
     validate_version,
+    validate_version_code,
     validate_version_object,
     version_resource,
 )
@@ -48,11 +50,21 @@ from mlengine.store import (
     VersionRecord,
 )
 
-__all__ = ["ModelService", "Verifier"]
+__all__ = ["CodeUpdate", "ModelService", "Verifier"]
 
 Verifier = Callable[[VersionRecord, Path], str]
 """Loads a version from its local directory, answers a smoke prediction and returns the
 framework it detected; raises an MLEngineError (the version's errorMessage) when it cannot."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeUpdate:
+    """A pending update of a version's code: the version as it will be (`candidate`, with its
+    new `revision_time`) and the UPDATE_VERSION operation that reports it."""
+
+    candidate: VersionRecord
+    operation: OperationRecord
+
 
 _MODEL_MASK = frozenset({"description", "labels", "default_version.name", "defaultVersion.name"})
 _VERSION_MASK = frozenset(
@@ -63,8 +75,12 @@ _VERSION_MASK = frozenset(
         "autoScaling.minNodes",
         "autoScaling.maxNodes",
         "manualScaling.nodes",
+        "predictionClass",
+        "packageUris",
     }
 )
+_CODE_FIELDS = frozenset({"predictionClass", "packageUris"})
+"""Version fields that change its code: updating them reloads it, after a smoke test."""
 _BUSY_STATES = frozenset({"CREATING", "DELETING", "UPDATING"})
 
 
@@ -190,7 +206,7 @@ class ModelService:
         now = now_utc()
         record = VersionRecord(
             project=project, model=model, name=name, state="CREATING", spec=spec,
-            create_time=now, etag=new_etag(),
+            create_time=now, etag=new_etag(), revision_time=now,
         )  # fmt: skip
         operation = OperationRecord(
             project=project,
@@ -357,18 +373,23 @@ class ModelService:
 
     def patch_version(
         self, project: str, model: str, name: str, body: Mapping[str, Any], update_mask: str | None
-    ) -> dict[str, Any]:
-        """Update description, labels, scaling or request logging; returns a finished
-        UPDATE_VERSION operation.
+    ) -> tuple[dict[str, Any], CodeUpdate | None]:
+        """Update the masked fields of a version. Description, labels, scaling and request
+        logging change at once: a finished UPDATE_VERSION operation and None. A mask with
+        ``predictionClass`` or ``packageUris`` changes the version's code: it goes UPDATING
+        (still serving its current code), and the caller runs `update_code` with the returned
+        `CodeUpdate` in the background; the operation ends when the new code loaded and answered
+        a smoke prediction (or failed, leaving the version as it was).
 
         A masked field absent from the body is reset to its default. Nothing changes unless
         every masked field is valid.
 
         Raises:
             InvalidArgument: an unsupported mask path or bad values (the message names the
-                field).
+                field), or a local package that does not exist.
             NotFound: no such model or version.
-            FailedPrecondition: the version is being created or deleted.
+            FailedPrecondition: the version is being created, updated or deleted, or a code
+                update of a version that is not READY.
         """
         validate_project(project)
         paths = _mask(update_mask, _VERSION_MASK, "Version")
@@ -383,6 +404,9 @@ class ModelService:
                 batching_labels(spec["labels"])
             elif top == "description":
                 spec["description"] = _description(body, "Version")
+            elif top in _CODE_FIELDS:
+                spec.pop(top, None)
+                spec.update(validate_version_code({top: body.get(top)}))
             else:
                 given = body.get(top)
                 if leaf:
@@ -402,15 +426,96 @@ class ModelService:
                 "The 'autoScaling' and 'manualScaling' fields of Version are exclusive; "
                 f"this update would give version {name} both."
             )
+        if paths & _CODE_FIELDS:
+            return self._begin_code_update(record, spec)
         changed = self.registry.update_version(
             project, model, name, from_states={record.state}, spec=spec, etag=new_etag()
         )
         if not changed:
             raise FailedPrecondition(f"Version {name} changed state meanwhile; try again.")
-        return self._finished_operation(
+        operation = self._finished_operation(
             project, "UPDATE_VERSION", model, name,
             response=self.get_version(project, model, name),
         )  # fmt: skip
+        return operation, None
+
+    def _begin_code_update(
+        self, record: VersionRecord, spec: dict[str, Any]
+    ) -> tuple[dict[str, Any], CodeUpdate]:
+        """Mark a READY version UPDATING and record its pending UPDATE_VERSION operation."""
+        if record.state != "READY":
+            raise FailedPrecondition(
+                f"Version {record.name} is {record.state}; only a READY version's "
+                "predictionClass or packageUris can be updated (create a new version instead)."
+            )
+        _check_local_files(spec, check_origin=False)
+        framework = spec.get("framework")
+        if spec.get("predictionClass") or framework == "CUSTOM":
+            spec.pop("framework", None)  # found again when the new code loads
+        now = now_utc()
+        candidate = dataclasses.replace(record, state="UPDATING", spec=spec, revision_time=now)
+        operation = OperationRecord(
+            project=record.project,
+            operation_id=_operation_id("update", f"{record.model}_{record.name}", now),
+            operation_type="UPDATE_VERSION",
+            model=record.model,
+            version=record.name,
+            create_time=now,
+            start_time=now,
+            snapshot=version_resource(candidate, is_default=False),
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        if not self.registry.begin_version_update(candidate, operation):
+            raise FailedPrecondition(f"Version {record.name} changed state meanwhile; try again.")
+        return operation_resource(operation), CodeUpdate(candidate, operation)
+
+    def update_code(self, update: CodeUpdate, verify: Verifier) -> None:
+        """Load the new code of an UPDATING version and answer a smoke prediction; then make it
+        the version's (READY, a new revision that every serving process reloads) or, when it
+        fails, leave the version READY as it was and end the operation with the error."""
+        candidate, operation = update.candidate, update.operation
+        try:
+            framework = verify(candidate, self.local_dir(candidate))
+        except MLEngineError as error:
+            self._end_update(candidate, operation, str(error))
+            return
+        except Exception as error:  # a loader's own exception type: its message is the reason
+            self._end_update(candidate, operation, f"{type(error).__name__}: {error}")
+            return
+        spec = {**candidate.spec, "framework": candidate.spec.get("framework") or framework}
+        changed = self.registry.update_version(
+            candidate.project, candidate.model, candidate.name, from_states={"UPDATING"},
+            state="READY", spec=spec, revision_time=candidate.revision_time, etag=new_etag(),
+        )  # fmt: skip
+        if not changed:
+            self._end_update(candidate, operation, "The version changed meanwhile.")
+            return
+        self.registry.finish_operation(
+            candidate.project,
+            operation.operation_id,
+            end_time=now_utc(),
+            response={
+                "@type": "type.googleapis.com/google.cloud.ml.v1.Version",
+                **self.get_version(candidate.project, candidate.model, candidate.name),
+            },
+        )
+
+    def _end_update(self, record: VersionRecord, operation: OperationRecord, message: str) -> None:
+        """A failed code update: the version READY with its previous code, the operation
+        ended with `message`."""
+        self.registry.update_version(
+            record.project, record.model, record.name, from_states={"UPDATING"}, state="READY"
+        )
+        self.registry.finish_operation(
+            record.project,
+            operation.operation_id,
+            end_time=now_utc(),
+            error={
+                "code": 3,
+                "message": f"{message} The version keeps its previous code.",
+                "details": [],
+            },
+        )
 
     # -- operations -----------------------------------------------------------------------
     def get_operation(self, project: str, operation_id: str) -> dict[str, Any]:
@@ -441,10 +546,12 @@ class ModelService:
         return result
 
     def fail_interrupted(self) -> None:
-        """Versions left CREATING by a server process of this machine that no longer exists:
-        FAILED, with their operations."""
+        """Operations left pending by a server process of this machine that no longer exists:
+        versions it was creating end FAILED, versions it was updating go back to READY with
+        their previous code; the operations end with the reason."""
         for operation in self.registry.pending_operations():
-            if operation.operation_type != "CREATE_VERSION" or operation.version is None:
+            kind = operation.operation_type
+            if kind not in ("CREATE_VERSION", "UPDATE_VERSION") or operation.version is None:
                 continue
             if not _owner_is_dead(operation.owner):
                 continue
@@ -454,8 +561,12 @@ class ModelService:
                 )
             except NotFound:
                 continue
-            self._fail(record, operation, "The server creating this version stopped; "
-                       "create the version again.")  # fmt: skip
+            if kind == "CREATE_VERSION":
+                self._fail(record, operation, "The server creating this version stopped; "
+                           "create the version again.")  # fmt: skip
+            else:
+                self._end_update(record, operation, "The server updating this version stopped; "
+                                 "update it again.")  # fmt: skip
 
     def _finished_operation(
         self,
@@ -514,17 +625,19 @@ def _description(body: Mapping[str, Any], owner: str) -> str:
     return value or ""
 
 
-def _check_local_files(spec: Mapping[str, Any]) -> None:
+def _check_local_files(spec: Mapping[str, Any], check_origin: bool = True) -> None:
     """Refuse, before anything is recorded, a local deploymentUri that is not a directory
-    with files or a local package that is not a file (remote URLs are read by the build)."""
+    with files or a local package that is not a file (remote URLs are read by the build);
+    without `check_origin`, the packages only."""
     origin = spec["deploymentUri"]
-    for field, uri in (("deploymentUri", origin), *_indexed("packageUris", spec)):
+    checked = [("deploymentUri", origin)] if check_origin else []
+    for field, uri in (*checked, *_indexed("packageUris", spec)):
         protocols = uri.split("://", 1)[0].split("::") if "://" in uri else ["file"]
         if not set(protocols) <= set(fsspec.available_protocols()):
             raise invalid_field(
                 field, "Version", "a local path or a URL such as gs://bucket/path", uri
             )
-    if is_local(origin):
+    if check_origin and is_local(origin):
         directory = local_path(origin)
         if not directory.is_dir():
             raise invalid_field(

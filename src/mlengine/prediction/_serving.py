@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from mlengine.errors import (
     PayloadTooLarge,
 )
 from mlengine.jobs._environment import TrainerEnvironments
-from mlengine.models import ModelService, batching_labels
+from mlengine.models import CodeUpdate, ModelService, batching_labels
 from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
@@ -44,6 +44,8 @@ VersionKey = tuple[str, str, str]
 _RESOLVE_TTL_S = 1.0
 _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 """AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
+_SERVING_STATES = frozenset({"READY", "UPDATING"})
+"""An UPDATING version serves its current code until the new code is verified."""
 
 
 class PredictionService:
@@ -64,7 +66,7 @@ class PredictionService:
             self._load, capacity=settings.loaded_versions, batcher_options=self._batcher_options
         )
         self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionRecord]] = {}
-        self._loaded_created: dict[VersionKey, dt.datetime] = {}  # of the version each load read
+        self._loaded_revision: dict[VersionKey, dt.datetime] = {}  # of the version each load read
         self._resolving: dict[tuple[str, str, str | None], asyncio.Future[VersionRecord]] = {}
         self._building: set[asyncio.Task[None]] = set()
 
@@ -73,7 +75,7 @@ class PredictionService:
         project, model, version = key
         record = self.models.registry.get_version(project, model, version)
         predictor = self._open(record, self.models.local_dir(record))
-        self._loaded_created[key] = record.create_time
+        self._loaded_revision[key] = record.revision_time or record.create_time
         settle_heap()  # the model's objects are long-lived: keep collections off them
         return predictor
 
@@ -94,7 +96,7 @@ class PredictionService:
     def _fetch_packages(self, record: VersionRecord) -> list[Path]:
         directory = (
             self.settings.home_path / "cache" / "packages" / record.project / record.model
-            / f"{record.name}-{record.create_time.timestamp():.0f}"
+            / f"{record.name}-{_millis(record.revision_time or record.create_time)}"
         )  # fmt: skip
         paths = []
         for position, uri in enumerate(record.spec.get("packageUris") or []):
@@ -142,16 +144,48 @@ class PredictionService:
         operation, record, op = await run_in_threadpool(
             self.models.create_version, project, model, body
         )
-        task = asyncio.create_task(self._build(record, op))
+        self._in_background(self._build(record, op))
+        return operation
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a build or code update on; `close` waits for it."""
+        task = asyncio.create_task(work)
         self._building.add(task)
         task.add_done_callback(self._building.discard)
-        return operation
 
     async def _build(self, record: VersionRecord, operation: OperationRecord) -> None:
         try:
             await run_in_threadpool(self.models.build, record, operation, self.verify)
         except Exception:
             logger.exception("building version %s/%s failed", record.model, record.name)
+        self.forget(record.project, record.model)
+
+    async def patch_version(
+        self,
+        project: str,
+        model: str,
+        version: str,
+        body: Mapping[str, Any],
+        update_mask: str | None,
+    ) -> dict[str, Any]:
+        """Update the masked fields of a version (`ModelService.patch_version`); return the
+        Operation. A new ``predictionClass``/``packageUris`` is verified in the background
+        while the version goes on serving its current code; once verified, every process
+        serving the version reloads it."""
+        operation, update = await run_in_threadpool(
+            self.models.patch_version, project, model, version, body, update_mask
+        )
+        self.forget(project, model)
+        if update is not None:
+            self._in_background(self._update_code(update))
+        return operation
+
+    async def _update_code(self, update: CodeUpdate) -> None:
+        record = update.candidate
+        try:
+            await run_in_threadpool(self.models.update_code, update, self.verify)
+        except Exception:
+            logger.exception("updating version %s/%s failed", record.model, record.name)
         self.forget(record.project, record.model)
 
     async def delete_version(self, project: str, model: str, version: str) -> dict[str, Any]:
@@ -229,7 +263,7 @@ class PredictionService:
                 )
             version = default
         record = registry.get_version(project, model, version)
-        if record.state != "READY":
+        if record.state not in _SERVING_STATES:
             raise FailedPrecondition(
                 f"Version {version} of model {model} is {record.state}, not READY."
                 + (f" {record.error_message}" if record.error_message else "")
@@ -307,16 +341,20 @@ class PredictionService:
             return _no_predictions()
         key = (record.project, record.model, record.name)
         entry = self.loaded.loaded(key)
-        created = self._loaded_created.get(key)  # `_outdated`, inline on the hot path
-        if entry is None or (created is not None and created < record.create_time):
+        loaded = self._loaded_revision.get(key)  # `_outdated`, inline on the hot path
+        if entry is None or (
+            loaded is not None and loaded < (record.revision_time or record.create_time)
+        ):
             return self._load_and_predict(record, instances, options)
         return entry.predict(instances, options)
 
     def _outdated(self, key: VersionKey, record: VersionRecord) -> bool:
-        """Whether the version loaded as `key` was created before `record`: the name was
-        deleted and created again (by another process, as this one evicts its own)."""
-        created = self._loaded_created.get(key)
-        return created is not None and created < record.create_time
+        """Whether the version loaded as `key` is an older revision than `record`: its code
+        was updated, or the name was deleted and created again (by another process, as this
+        one evicts its own)."""
+        loaded = self._loaded_revision.get(key)
+        revision = record.revision_time or record.create_time
+        return loaded is not None and loaded < revision
 
     async def _load_and_predict(
         self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
@@ -324,8 +362,9 @@ class PredictionService:
         key = (record.project, record.model, record.name)
         entry = await self.loaded.get(key)
         if self._outdated(key, record):
-            logger.info("reloading %s: it was created again", "/".join(key))
-            await self.loaded.evict(key)  # its requests in flight are answered first
+            if self.loaded.peek(key) is entry:  # else another request is replacing it
+                logger.info("reloading %s: its code changed or it was created again", "/".join(key))
+                await self.loaded.evict(key)  # its requests in flight are answered first
             entry = await self.loaded.get(key)
         return await entry.predict(instances, options)
 
@@ -337,6 +376,10 @@ class PredictionService:
             FailedPrecondition: not READY, or no default version.
         """
         return await self._resolve(project, model, version)
+
+
+def _millis(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 async def _no_predictions() -> list[Any]:

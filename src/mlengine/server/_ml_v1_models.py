@@ -91,10 +91,9 @@ async def delete_version(project: str, model: str, version: str, request: Reques
 @router.patch("/v1/projects/{project}/models/{model}/versions/{version}")
 async def patch_version(project: str, model: str, version: str, request: Request) -> JSONResponse:
     body = await json_body(request)
-    result = await run_in_threadpool(
-        request.app.state.models.patch_version, project, model, version, body,
-        request.query_params.get("updateMask"),
-    )  # fmt: skip
+    result = await request.app.state.prediction.patch_version(
+        project, model, version, body, request.query_params.get("updateMask")
+    )
     return JSONResponse(result)
 
 

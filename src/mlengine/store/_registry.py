@@ -50,6 +50,10 @@ class VersionRecord:
     artifact_uri: str | None = None
     error_message: str = ""
     last_use_time: dt.datetime | None = None
+    revision_time: dt.datetime | None = None
+    """When the version's code last changed: its creation, or an update of its
+    ``predictionClass``/``packageUris``. A process that loaded an older revision reloads it.
+    Read back from the store it is never None (the create time when unset)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +76,7 @@ class OperationRecord:
     end_time: dt.datetime | None = None
 
 
-_TIMES = ("create_time", "start_time", "end_time", "last_use_time")
+_TIMES = ("create_time", "start_time", "end_time", "last_use_time", "revision_time")
 
 _Record = TypeVar("_Record", ModelRecord, VersionRecord, OperationRecord)
 
@@ -94,6 +98,8 @@ def _from_row(cls: Any, row: Any) -> Any:
             values[key] = _aware(values[key])
     if "regions" in values:
         values["regions"] = tuple(values["regions"] or ())
+    if "revision_time" in values and values["revision_time"] is None:
+        values["revision_time"] = values["create_time"]
     return cls(**values)
 
 
@@ -222,6 +228,36 @@ class RegistryStore:
                 session.add(OperationRow(**_row_values(operation)))
         except IntegrityError:  # a concurrent create of the same name committed first
             raise taken from None
+
+    def begin_version_update(self, record: VersionRecord, operation: OperationRecord) -> bool:
+        """Mark a READY version UPDATING and store the operation that updates it, in one
+        transaction; False (nothing written) when the version is no longer READY with the
+        etag of `record` (it changed since it was read).
+
+        Raises:
+            NotFound: no such version.
+        """
+        with self.metadata._session() as session:
+            result = session.execute(
+                update(VersionRow)
+                .where(
+                    VersionRow.project == record.project,
+                    VersionRow.model == record.model,
+                    VersionRow.name == record.name,
+                    VersionRow.state == "READY",
+                    VersionRow.etag == record.etag,
+                )
+                .values(state="UPDATING")
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                if session.get(VersionRow, (record.project, record.model, record.name)) is None:
+                    raise NotFound(
+                        f"Version projects/{record.project}/models/{record.model}/versions/"
+                        f"{record.name} not found."
+                    )
+                return False
+            session.add(OperationRow(**_row_values(operation)))
+            return True
 
     def get_version(self, project: str, model: str, name: str) -> VersionRecord:
         """Raises:

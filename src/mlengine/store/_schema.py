@@ -93,6 +93,7 @@ class VersionRow(Base):
     etag: Mapped[str] = mapped_column(String(64))
     create_time: Mapped[dt.datetime] = mapped_column(DateTime())
     last_use_time: Mapped[dt.datetime | None] = mapped_column(DateTime(), nullable=True)
+    revision_time: Mapped[dt.datetime | None] = mapped_column(DateTime(), nullable=True)
 
     __table_args__ = (
         ForeignKeyConstraint(["project", "model"], ["models.project", "models.name"]),
