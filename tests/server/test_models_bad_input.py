@@ -23,6 +23,8 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
+from mlengine.server._ml_v1_jobs import MAX_BODY_BYTES
+
 pytestmark = pytest.mark.integration
 
 PROJECT = "bad-input"
@@ -36,6 +38,7 @@ PRECONDITION: Refusal = (400, "FAILED_PRECONDITION")
 MISSING: Refusal = (404, "NOT_FOUND")
 TAKEN: Refusal = (409, "ALREADY_EXISTS")
 NOT_ALLOWED: Refusal = (405, "INVALID_ARGUMENT")
+TOO_LARGE: Refusal = (413, "INVALID_ARGUMENT")
 
 
 class Api:
@@ -188,6 +191,16 @@ def test_a_body_that_is_not_a_json_object(
     world: Api, method: str, path: str, content: bytes, names: str
 ) -> None:
     check(world, method, path, BAD, names, content=content)
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_the_management_limit_is_413(
+    world: Api, method: str, path: str, declared: bool
+) -> None:
+    padding = b" " * (MAX_BODY_BYTES + 1)
+    content: Any = padding if declared else iter([padding[:1024], padding[1024:]])
+    check(world, method, path, TOO_LARGE, f"over {MAX_BODY_BYTES} bytes", content=content)
 
 
 # -- models.create ---------------------------------------------------------------------------------
@@ -635,6 +648,27 @@ def test_patch_version_scaling_changes_only_the_masked_leaf(world: Api) -> None:
         )
     )
     assert "autoScaling" not in world.ok(world.client.get("/models/m/versions/v1"))
+
+
+@pytest.mark.parametrize(
+    ("path", "mask", "body"),
+    [
+        ("/models/m", "description", {"description": "x"}),
+        ("/models/m/versions/v1", "description", {"description": "x"}),
+    ],
+)
+def test_patch_with_a_stale_etag_is_refused(
+    world: Api, path: str, mask: str, body: dict[str, Any]
+) -> None:
+    current = world.ok(world.client.get(path))["etag"]
+    params = {"updateMask": mask}
+    check(
+        world, "PATCH", path, PRECONDITION, "has changed since it was read; read it again",
+        params=params, json={**body, "etag": "c3RhbGU="},
+    )  # fmt: skip
+    check(world, "PATCH", path, BAD, "'etag' field", params=params, json={**body, "etag": 5})
+    world.wait(world.ok(world.client.patch(path, params=params, json={**body, "etag": current})))
+    assert world.ok(world.client.get(path))["etag"] != current  # a patch gives a new etag
 
 
 # -- state: defaults, deletes ----------------------------------------------------------------------

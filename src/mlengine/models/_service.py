@@ -167,11 +167,12 @@ class ModelService:
             InvalidArgument: an unsupported mask path or bad values (the message names the
                 field).
             NotFound: no such model or default version.
-            FailedPrecondition: the new default version is not READY.
+            FailedPrecondition: the new default version is not READY, or the body's ``etag``
+                is not the model's (it changed since it was read).
         """
         validate_project(project)
         paths = _mask(update_mask, _MODEL_MASK, "Model")
-        self.registry.get_model(project, name)
+        _check_etag(body, self.registry.get_model(project, name).etag, f"model {name}")
         changes: dict[str, Any] = {"etag": new_etag()}
         if "description" in paths:
             changes["description"] = _description(body, "Model")
@@ -388,12 +389,14 @@ class ModelService:
             InvalidArgument: an unsupported mask path or bad values (the message names the
                 field), or a local package that does not exist.
             NotFound: no such model or version.
-            FailedPrecondition: the version is being created, updated or deleted, or a code
-                update of a version that is not READY.
+            FailedPrecondition: the version is being created, updated or deleted, a code
+                update of a version that is not READY, or the body's ``etag`` is not the
+                version's (it changed since it was read).
         """
         validate_project(project)
         paths = _mask(update_mask, _VERSION_MASK, "Version")
         record = self._version(project, model, name)
+        _check_etag(body, record.etag, f"version {name}")
         if record.state in _BUSY_STATES:
             raise FailedPrecondition(f"Version {name} is {record.state}; try again when it ends.")
         spec = dict(record.spec)
@@ -616,6 +619,25 @@ def _operation_id(verb: str, subject: str, now: dt.datetime) -> str:
     ms>``, with a random tail so that two operations on one model in one millisecond (two
     processes, say) never share an id."""
     return f"{verb}_{subject}-{int(now.timestamp() * 1000)}{secrets.token_hex(2)}"
+
+
+def _check_etag(body: Mapping[str, Any], current: str, what: str) -> None:
+    """Optimistic concurrency: a body that carries an ``etag`` applies only to the resource as
+    it was when that etag was read.
+
+    Raises:
+        InvalidArgument: an etag that is not a string.
+        FailedPrecondition: another etag.
+    """
+    given = body.get("etag")
+    if given is None or given == "":
+        return
+    if not isinstance(given, str):
+        raise invalid_field("etag", what.split()[0].capitalize(), "a string", given)
+    if given != current:
+        raise FailedPrecondition(
+            f"The etag of {what} has changed since it was read; read it again and retry."
+        )
 
 
 def _description(body: Mapping[str, Any], owner: str) -> str:

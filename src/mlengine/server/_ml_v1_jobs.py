@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from mlengine.errors import InvalidArgument, invalid_field
+from mlengine.errors import InvalidArgument, PayloadTooLarge, invalid_field
 from mlengine.server._errors import JSONResponse
 
 router = APIRouter()
@@ -19,14 +19,34 @@ router = APIRouter()
 _PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.(tar\.gz|whl|zip)$")
 
 
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The largest body of a management request (jobs, models, versions): far above any real one,
+so that a runaway client cannot make the server hold gigabytes. (Predict bodies have their own
+limit, `max_request_bytes`.)"""
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The request body as a JSON object; an empty body is ``{}`` (googleapiclient sends none
     on custom verbs), and no Content-Type is required.
 
     Raises:
+        PayloadTooLarge: the body is over `MAX_BODY_BYTES` (read no further).
         InvalidArgument: the body is not a JSON object.
     """
-    raw = await request.body()
+    too_large = PayloadTooLarge(
+        f"The request body is over {MAX_BODY_BYTES} bytes, the limit of management requests."
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
