@@ -223,6 +223,43 @@ async def test_evict_during_a_load_unloads_what_was_loaded(loader: Loader) -> No
     await versions.close()
 
 
+async def test_a_reload_answers_with_the_old_entry_until_the_new_one_replaces_it(
+    loader: Loader,
+) -> None:
+    versions = LoadedVersions(loader)
+    old = await versions.get("a")
+    old_predictor = loader.predictors["a"]
+    loader.started["a"].clear()
+    gate = loader.hold("a")
+
+    reloading = versions.reload("a")
+    assert versions.reload("a") is reloading  # one reload at a time
+    await loader.wait_started("a")
+    assert await versions.get("a") is old  # answering meanwhile, without waiting
+    old_predictor.hold()
+    in_flight = asyncio.create_task(old.predict(["y"]))
+    await asyncio.to_thread(old_predictor.entered.wait, 60)
+    gate.set()
+    new = await reloading
+
+    assert new is not old and new.predictor is loader.predictors["a"] is not old_predictor
+    assert await versions.get("a") is new
+    assert versions.loaded_keys() == ["a"]
+    assert not in_flight.done() and loader.events == []  # the old one drains first
+    old_predictor.gate.set()
+    assert await in_flight == ["a:y"]
+    await eventually(lambda: loader.events == ["close a"], "the old predictor closed")
+    assert loader.loads == {"a": 2}
+
+    loader.failing.add("a")  # a reload that fails leaves the loaded entry
+    with pytest.raises(NotFound):
+        await versions.reload("a")
+    assert await versions.get("a") is new and not new.closed
+    await versions.close()
+    with pytest.raises(Unavailable):
+        versions.reload("a")
+
+
 async def test_batcher_options_come_per_key(loader: Loader) -> None:
     seen: list[Hashable] = []
 

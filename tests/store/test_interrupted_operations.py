@@ -81,3 +81,33 @@ def test_interrupted_create_and_update_end(models: ModelService, tmp_path: Path)
     assert models.get_version("p", "m", "v2")["state"] == "FAILED"
     failed = models.get_operation("p", creating["name"].rsplit("/", 1)[-1])
     assert failed["done"] and "create the version again" in failed["error"]["message"]
+
+
+def test_an_update_interrupted_after_its_commit_ends_with_the_new_version(
+    models: ModelService, tmp_path: Path
+) -> None:
+    origin = tmp_path / "model"
+    origin.mkdir()
+    (origin / "model.joblib").write_bytes(b"files")
+    package = tmp_path / "code-0.1.tar.gz"
+    package.write_bytes(b"a package")
+    models.create_model("p", {"name": "m"})
+    _, record, operation = models.create_version(
+        "p", "m", {"name": "v1", "deploymentUri": str(origin)}
+    )
+    models.build(record, operation, lambda version, directory: "SCIKIT_LEARN")
+    updating, pending = models.patch_version(
+        "p", "m", "v1", {"packageUris": [str(package)]}, "packageUris"
+    )
+    assert pending is not None
+    assert models.update_code(pending, lambda version, directory: "SCIKIT_LEARN")
+    name = updating["name"].rsplit("/", 1)[-1]
+    assert not models.get_operation("p", name)["done"]  # the server reloads, then ends it
+
+    _orphan(models, updating["name"])  # ... but it stopped before
+    models.fail_interrupted()
+
+    ended = models.get_operation("p", name)
+    assert ended["done"] and "error" not in ended
+    assert ended["response"]["packageUris"] == [str(package)]
+    assert models.get_version("p", "m", "v1")["state"] == "READY"

@@ -472,19 +472,21 @@ class ModelService:
             raise FailedPrecondition(f"Version {record.name} changed state meanwhile; try again.")
         return operation_resource(operation), CodeUpdate(candidate, operation)
 
-    def update_code(self, update: CodeUpdate, verify: Verifier) -> None:
+    def update_code(self, update: CodeUpdate, verify: Verifier) -> bool:
         """Load the new code of an UPDATING version and answer a smoke prediction; then make it
-        the version's (READY, a new revision that every serving process reloads) or, when it
-        fails, leave the version READY as it was and end the operation with the error."""
+        the version's (READY, a new revision that every serving process reloads) and return
+        True: the caller ends the operation with `finish_code_update` (after reloading the
+        version where it serves it). When the new code fails, leave the version READY as it was,
+        end the operation with the error and return False."""
         candidate, operation = update.candidate, update.operation
         try:
             framework = verify(candidate, self.local_dir(candidate))
         except MLEngineError as error:
             self._end_update(candidate, operation, str(error))
-            return
+            return False
         except Exception as error:  # a loader's own exception type: its message is the reason
             self._end_update(candidate, operation, f"{type(error).__name__}: {error}")
-            return
+            return False
         spec = {**candidate.spec, "framework": candidate.spec.get("framework") or framework}
         changed = self.registry.update_version(
             candidate.project, candidate.model, candidate.name, from_states={"UPDATING"},
@@ -492,10 +494,15 @@ class ModelService:
         )  # fmt: skip
         if not changed:
             self._end_update(candidate, operation, "The version changed meanwhile.")
-            return
+            return False
+        return True
+
+    def finish_code_update(self, update: CodeUpdate) -> None:
+        """End the operation of a code update that `update_code` made, with the Version."""
+        candidate = update.candidate
         self.registry.finish_operation(
             candidate.project,
-            operation.operation_id,
+            update.operation.operation_id,
             end_time=now_utc(),
             response={
                 "@type": "type.googleapis.com/google.cloud.ml.v1.Version",
@@ -567,9 +574,11 @@ class ModelService:
             if kind == "CREATE_VERSION":
                 self._fail(record, operation, "The server creating this version stopped; "
                            "create the version again.")  # fmt: skip
-            else:
+            elif record.state == "UPDATING":
                 self._end_update(record, operation, "The server updating this version stopped; "
                                  "update it again.")  # fmt: skip
+            else:  # it stopped after the new code was made the version's
+                self.finish_code_update(CodeUpdate(record, operation))
 
     def _finished_operation(
         self,

@@ -143,6 +143,24 @@ class LoadedVersions:
                 return entry
         raise Unavailable(f"The model version {key} was unloaded while it loaded; try again.")
 
+    def reload(self, key: Hashable) -> asyncio.Future[LoadedVersion]:
+        """Load `key` again while its loaded entry goes on answering; when the new one is
+        ready it takes the old one's place, and the old one finishes the requests it took and
+        closes. A reload (or load) of `key` already in progress is shared, not repeated. If the
+        new load fails, the old entry stays.
+
+        Returns:
+            The load's future (the new entry, or what the loader raised); callers may leave
+            it: a failure nobody awaits is not logged here.
+
+        Raises:
+            Unavailable: `close` was called.
+        """
+        if self._closed:
+            raise Unavailable("The server is shutting down and loads no more models.")
+        pending = self._loading.get(key)
+        return pending if pending is not None else self._start_loading(key)
+
     async def evict(self, key: Hashable) -> None:
         """Unload `key`: finish the requests it took, then close its predictor.
 
@@ -213,7 +231,10 @@ class LoadedVersions:
         if self._closed:
             self._unload_in_background(entry)
         else:
+            replaced = self._entries.pop(key, None)  # a reload's old entry
             self._entries[key] = entry
+            if replaced is not None:
+                self._unload_in_background(replaced)
             while len(self._entries) > self.capacity:
                 _, evicted = self._entries.popitem(last=False)
                 logger.info("unloading %s to make room for %s", _name(evicted.key), _name(key))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -26,6 +27,7 @@ from mlengine.errors import (
     MLEngineError,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
 )
 from mlengine.jobs._environment import TrainerEnvironments
 from mlengine.models import CodeUpdate, ModelService, batching_labels
@@ -44,6 +46,7 @@ VersionKey = tuple[str, str, str]
 _RESOLVE_TTL_S = 1.0
 _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 """AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
+_RELOAD_RETRY_S = 5.0
 _SERVING_STATES = frozenset({"READY", "UPDATING"})
 """An UPDATING version serves its current code until the new code is verified."""
 
@@ -68,6 +71,7 @@ class PredictionService:
         self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionRecord]] = {}
         self._loaded_revision: dict[VersionKey, dt.datetime] = {}  # of the version each load read
         self._resolving: dict[tuple[str, str, str | None], asyncio.Future[VersionRecord]] = {}
+        self._reloading: dict[VersionKey, _Reload] = {}
         self._building: set[asyncio.Task[None]] = set()
 
     # -- loading --------------------------------------------------------------------------
@@ -181,9 +185,18 @@ class PredictionService:
         return operation
 
     async def _update_code(self, update: CodeUpdate) -> None:
+        """Verify and commit the new code; where this process serves the version, load the
+        new revision (the old one answering meanwhile) before the operation ends, so that
+        a client that waited for it gets the new code from this server."""
         record = update.candidate
+        key = (record.project, record.model, record.name)
         try:
-            await run_in_threadpool(self.models.update_code, update, self.verify)
+            if await run_in_threadpool(self.models.update_code, update, self.verify):
+                self.forget(record.project, record.model)
+                reloading = self._reload(key) if self.loaded.peek(key) is not None else None
+                if reloading is not None:
+                    await asyncio.wait({reloading})  # its failure is logged by `_reloaded`
+                await run_in_threadpool(self.models.finish_code_update, update)
         except Exception:
             logger.exception("updating version %s/%s failed", record.model, record.name)
         self.forget(record.project, record.model)
@@ -341,11 +354,11 @@ class PredictionService:
             return _no_predictions()
         key = (record.project, record.model, record.name)
         entry = self.loaded.loaded(key)
-        loaded = self._loaded_revision.get(key)  # `_outdated`, inline on the hot path
-        if entry is None or (
-            loaded is not None and loaded < (record.revision_time or record.create_time)
-        ):
+        if entry is None:
             return self._load_and_predict(record, instances, options)
+        loaded = self._loaded_revision.get(key)  # `_outdated`, inline on the hot path
+        if loaded is not None and loaded < (record.revision_time or record.create_time):
+            self._reload(key)  # the loaded revision answers until the new one is ready
         return entry.predict(instances, options)
 
     def _outdated(self, key: VersionKey, record: VersionRecord) -> bool:
@@ -356,16 +369,41 @@ class PredictionService:
         revision = record.revision_time or record.create_time
         return loaded is not None and loaded < revision
 
+    def _reload(self, key: VersionKey) -> asyncio.Future[Any] | None:
+        """Load the version's current revision beside the loaded one, which answers until the
+        new one replaces it (`LoadedVersions.reload`); the load's future, or None when the
+        server is shutting down. A failed reload is tried again `_RELOAD_RETRY_S` later at the
+        soonest, not on every request."""
+        pending = self._reloading.get(key)
+        if pending is not None and (
+            not pending.future.done() or time.monotonic() < pending.retry_at
+        ):
+            return pending.future
+        logger.info("reloading %s: its code changed or it was created again", "/".join(key))
+        try:
+            future = self.loaded.reload(key)
+        except Unavailable:
+            return None
+        future.add_done_callback(lambda done: self._reloaded(key, done))
+        self._reloading[key] = _Reload(future, time.monotonic() + _RELOAD_RETRY_S)
+        return future
+
+    def _reloaded(self, key: VersionKey, done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            self._reloading.pop(key, None)
+        else:
+            logger.warning("reloading %s failed; it keeps answering: %s", "/".join(key), error)
+
     async def _load_and_predict(
         self, record: VersionRecord, instances: list[Any], options: Mapping[str, Any] | None
     ) -> list[Any]:
         key = (record.project, record.model, record.name)
         entry = await self.loaded.get(key)
-        if self._outdated(key, record):
-            if self.loaded.peek(key) is entry:  # else another request is replacing it
-                logger.info("reloading %s: its code changed or it was created again", "/".join(key))
-                await self.loaded.evict(key)  # its requests in flight are answered first
-            entry = await self.loaded.get(key)
+        if self._outdated(key, record):  # a load that read the registry before a change
+            self._reload(key)
         return await entry.predict(instances, options)
 
     async def version_record(self, project: str, model: str, version: str | None) -> VersionRecord:
@@ -376,6 +414,13 @@ class PredictionService:
             FailedPrecondition: not READY, or no default version.
         """
         return await self._resolve(project, model, version)
+
+
+@dataclasses.dataclass
+class _Reload:
+    future: asyncio.Future[Any]
+    retry_at: float
+    """After a failed reload, when the next may start (monotonic seconds)."""
 
 
 def _millis(moment: dt.datetime) -> int:
