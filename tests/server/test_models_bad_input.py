@@ -825,6 +825,7 @@ class _Call:
         ("GET", "/models/empty/versions/v1", None, MISSING, "empty/versions/v1"),
         ("GET", "/operations/nope", None, MISSING, "operations/nope not found"),
         ("GET", "/operations/create_m_v1-1", None, MISSING, "create_m_v1-1"),
+        ("POST", "/operations/nope:cancel", None, MISSING, "operations/nope not found"),
         ("GET", "/models/m/versions/v1/nothing", None, MISSING, "URL was not found"),
         ("PUT", "/models/m", {"name": "m"}, NOT_ALLOWED, "Method Not Allowed"),
     ],
@@ -850,6 +851,7 @@ ROUTES = [
     ("POST", "/models/m/versions/v1:setDefault", None),
     ("GET", "/operations", None),
     ("GET", "/operations/nope", None),
+    ("POST", "/operations/nope:cancel", None),
 ]
 
 

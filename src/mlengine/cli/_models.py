@@ -316,3 +316,28 @@ def wait_operation(
     """Wait for an operation and show its response (exit 1 when it failed)."""
     with _client(ctx, project) as client:
         print_resource(client.operations.wait(client.operations.get(operation)), output)
+
+
+@operations_app.command("list")
+def list_operations(
+    ctx: typer.Context, project: str = _PROJECT, output: OutputFormat = _FORMAT
+) -> None:
+    """List the project's operations."""
+    with _client(ctx, project) as client:
+        resources = list(client.operations.list())
+    rows = [
+        {"name": _basename(r["name"]), "type": r["metadata"].get("operationType", ""),
+         "done": "True" if r.get("done") else "False",
+         "error": (r.get("error") or {}).get("message", "")}
+        for r in resources
+    ]  # fmt: skip
+    columns = [("NAME", "name"), ("TYPE", "type"), ("DONE", "done"), ("ERROR", "error")]
+    print_table(rows, columns, output, resources)
+
+
+@operations_app.command("cancel")
+def cancel_operation(ctx: typer.Context, operation: str, project: str = _PROJECT) -> None:
+    """Cancel a pending version create or code update."""
+    with _client(ctx, project) as client:
+        client.operations.cancel(operation)
+    err.print(f"Cancelled [{_basename(operation)}].")

@@ -22,17 +22,37 @@ def _origin(origin: str | Path) -> str:
 
 
 class OperationsAPI:
-    """``projects.operations``: get and wait."""
+    """``projects.operations``: get, list, cancel and wait."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @property
+    def _base(self) -> str:
+        return f"/v1/projects/{self._client.project}/operations"
+
     def get(self, name: str) -> dict[str, Any]:
         """An operation by full name or id."""
-        operation_id = name.rsplit("/", 1)[-1]
-        return self._client.api.request(
-            "GET", f"/v1/projects/{self._client.project}/operations/{operation_id}"
-        )
+        return self._client.api.request("GET", f"{self._base}/{name.rsplit('/', 1)[-1]}")
+
+    def list(self) -> Iterator[dict[str, Any]]:
+        """Every operation of the project, by id."""
+        token: str | None = None
+        while True:
+            answer = self._client.api.request("GET", self._base, params={"pageToken": token})
+            yield from answer.get("operations", [])
+            token = answer.get("nextPageToken")
+            if not token:
+                return
+
+    def cancel(self, name: str) -> None:
+        """Cancel a pending version create (the version ends FAILED) or code update (the
+        version keeps its previous code); the operation ends with error code 1.
+
+        Raises:
+            FailedPrecondition: it is already done.
+        """
+        self._client.api.request("POST", f"{self._base}/{name.rsplit('/', 1)[-1]}:cancel")
 
     def wait(
         self, operation: Mapping[str, Any], timeout: float | None = 600, poll_interval: float = 0.2

@@ -410,6 +410,8 @@ def operation_resource(record: OperationRecord) -> dict[str, Any]:
         metadata["startTime"] = rfc3339(record.start_time)
     if record.end_time is not None:
         metadata["endTime"] = rfc3339(record.end_time)
+    if record.error is not None and record.error.get("code") == 1:  # CANCELLED
+        metadata["isCancellationRequested"] = True
     if record.snapshot is not None:
         metadata["version"] = dict(record.snapshot)
     resource: dict[str, Any] = {

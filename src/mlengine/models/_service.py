@@ -81,6 +81,7 @@ _VERSION_MASK = frozenset(
 )
 _CODE_FIELDS = frozenset({"predictionClass", "packageUris"})
 """Version fields that change its code: updating them reloads it, after a smoke test."""
+_CANCELLED = "Cancelled: the version's creation was cancelled (operations cancel)."
 _BUSY_STATES = frozenset({"CREATING", "DELETING", "UPDATING"})
 
 
@@ -230,9 +231,12 @@ class ModelService:
         )
         try:
             artifact_uri = copy_version_files(record.spec["deploymentUri"], destination)
-            self.registry.update_version(
-                record.project, record.model, record.name, artifact_uri=artifact_uri
-            )
+            if not self.registry.update_version(
+                record.project, record.model, record.name, from_states={"CREATING"},
+                artifact_uri=artifact_uri,
+            ):  # fmt: skip
+                _remove(artifact_uri)  # cancelled meanwhile: no version holds the copy
+                return
             framework = verify(record, self.local_dir(record, artifact_uri))
         except MLEngineError as error:
             self._fail(record, operation, str(error))
@@ -241,10 +245,11 @@ class ModelService:
             self._fail(record, operation, f"{type(error).__name__}: {error}")
             return
         spec = {**record.spec, "framework": record.spec.get("framework") or framework}
-        self.registry.update_version(
+        if not self.registry.update_version(
             record.project, record.model, record.name, from_states={"CREATING"},
             state="READY", spec=spec, etag=new_etag(),
-        )  # fmt: skip
+        ):  # fmt: skip
+            return  # cancelled meanwhile: it stays FAILED
         self.registry.set_default_if_none(record.project, record.model, record.name)
         self.registry.finish_operation(
             record.project,
@@ -258,8 +263,9 @@ class ModelService:
 
     def _fail(self, record: VersionRecord, operation: OperationRecord, message: str) -> None:
         self.registry.update_version(
-            record.project, record.model, record.name, state="FAILED", error_message=message
-        )
+            record.project, record.model, record.name, from_states={"CREATING"},
+            state="FAILED", error_message=message,
+        )  # fmt: skip
         self.registry.finish_operation(
             record.project,
             operation.operation_id,
@@ -554,6 +560,32 @@ class ModelService:
         if token:
             result["nextPageToken"] = token
         return result
+
+    def cancel_operation(self, project: str, operation_id: str) -> dict[str, Any]:
+        """Cancel a pending version create (the version ends FAILED, its errorMessage saying
+        so) or code update (the version stays READY with its previous code); the operation
+        ends with error code 1 (CANCELLED). Work already running for it (a copy, a load)
+        finishes in the background and is discarded. Returns ``{}``, as ml v1 does.
+
+        Raises:
+            InvalidArgument: a bad project id.
+            NotFound: no such operation.
+            FailedPrecondition: the operation is already done.
+        """
+        validate_project(project)
+        operation = self.registry.get_operation(project, operation_id)
+        error = {"code": 1, "message": "The operation was cancelled.", "details": []}
+        transitions = {
+            "CREATE_VERSION": ("CREATING", {"state": "FAILED", "error_message": _CANCELLED}),
+            "UPDATE_VERSION": ("UPDATING", {"state": "READY"}),
+        }
+        transition = transitions.get(operation.operation_type)
+        if operation.done or transition is None or not self.registry.cancel_version_operation(
+            operation, from_state=transition[0], end_time=now_utc(), error=error,
+            **transition[1],
+        ):  # fmt: skip
+            raise FailedPrecondition(f"Operation {operation_id} is already done.")
+        return {}
 
     def fail_interrupted(self) -> None:
         """Operations left pending by a server process of this machine that no longer exists:

@@ -103,6 +103,13 @@ async def get_operation(project: str, operation: str, request: Request) -> JSONR
     return JSONResponse(result)
 
 
+@router.post("/v1/projects/{project}/operations/{operation}:cancel")
+async def cancel_operation(project: str, operation: str, request: Request) -> JSONResponse:
+    await json_body(request)  # none, or {}
+    result = await run_in_threadpool(request.app.state.models.cancel_operation, project, operation)
+    return JSONResponse(result)
+
+
 @router.get("/v1/projects/{project}/operations")
 async def list_operations(project: str, request: Request) -> JSONResponse:
     params = request.query_params

@@ -76,6 +76,10 @@ class OperationRecord:
     end_time: dt.datetime | None = None
 
 
+class _RolledBack(Exception):
+    """Raised inside a session to undo what it wrote."""
+
+
 _TIMES = ("create_time", "start_time", "end_time", "last_use_time", "revision_time")
 
 _Record = TypeVar("_Record", ModelRecord, VersionRecord, OperationRecord)
@@ -384,14 +388,61 @@ class RegistryStore:
         end_time: dt.datetime,
         response: Mapping[str, Any] | None = None,
         error: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Mark an operation done with its response or error."""
+    ) -> bool:
+        """Mark an operation done with its response or error; one already done (cancelled,
+        say) is left as it is. Returns whether it was marked."""
         with self.metadata._session() as session:
-            session.execute(
+            result = session.execute(
                 update(OperationRow)
-                .where(OperationRow.project == project, OperationRow.operation_id == operation_id)
+                .where(
+                    OperationRow.project == project,
+                    OperationRow.operation_id == operation_id,
+                    OperationRow.done.is_(False),
+                )
                 .values(done=True, end_time=_naive_utc(end_time), response=response, error=error)
             )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def cancel_version_operation(
+        self,
+        operation: OperationRecord,
+        *,
+        from_state: str,
+        end_time: dt.datetime,
+        error: Mapping[str, Any],
+        **version_changes: Any,
+    ) -> bool:
+        """End a pending operation on a version with `error` and apply `version_changes` to
+        the version, in one transaction, if the operation is not done and the version is in
+        `from_state` (its work not committed yet); else write nothing and return False."""
+        try:
+            with self.metadata._session() as session:
+                changed = session.execute(
+                    update(VersionRow)
+                    .where(
+                        VersionRow.project == operation.project,
+                        VersionRow.model == operation.model,
+                        VersionRow.name == operation.version,
+                        VersionRow.state == from_state,
+                    )
+                    .values(**version_changes)
+                )
+                if not changed.rowcount:  # type: ignore[attr-defined]
+                    return False
+                ended = session.execute(
+                    update(OperationRow)
+                    .where(
+                        OperationRow.project == operation.project,
+                        OperationRow.operation_id == operation.operation_id,
+                        OperationRow.done.is_(False),
+                    )
+                    .values(done=True, end_time=_naive_utc(end_time), error=dict(error))
+                )
+                if not ended.rowcount:  # type: ignore[attr-defined]
+                    raise _RolledBack  # ended meanwhile: the version keeps its state
+        except _RolledBack:
+            return False
+        return True
 
     def pending_operations(self) -> list[OperationRecord]:
         """Operations not done yet (all projects)."""
