@@ -584,7 +584,9 @@ class ModelService:
             operation, from_state=transition[0], end_time=now_utc(), error=error,
             **transition[1],
         ):  # fmt: skip
-            raise FailedPrecondition(f"Operation {operation_id} is already done.")
+            raise FailedPrecondition(
+                f"Operation {operation_id} is already done (or its work is committed)."
+            )
         return {}
 
     def fail_interrupted(self) -> None:
