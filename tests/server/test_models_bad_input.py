@@ -911,3 +911,50 @@ def test_lists_page_through_with_their_own_tokens(world: Api, path: str) -> None
     every = world.ok(world.client.get(path, params={"pageSize": 1000}))[key]
     assert seen == [item["name"] for item in every]
     assert len(seen) >= 2
+
+
+@pytest.mark.parametrize(
+    ("path", "filter_text", "names"),
+    [
+        ("/models", "name", "Unsupported filter term 'name'"),
+        ("/models", "state:READY", "Unsupported filter field 'state'"),
+        ("/models", "labels:x", "Unsupported filter field 'labels'"),
+        ("/models", "name:m OR name:n", "Unsupported filter term 'OR'"),
+        ("/models/m/versions", "jobId:x", "Unsupported filter field 'jobId'"),
+        ("/models/m/versions", "state:READY AND", "Unsupported filter term"),
+    ],
+)
+def test_lists_refuse_bad_filters(world: Api, path: str, filter_text: str, names: str) -> None:
+    check(world, "GET", path, BAD, names, params={"filter": filter_text})
+
+
+@pytest.mark.parametrize(
+    ("path", "filter_text", "expected"),
+    [
+        ("/models", "name:m", ["m"]),
+        ("/models", "name:e*", ["empty"]),
+        ("/models", "name:projects/bad-input/models/m*", ["m"]),
+        ("/models", "labels.team:a", ["m"]),
+        ("/models", "labels.team:a AND name:empty", []),
+        ("/models/m/versions", "state:READY", ["v1"]),
+        ("/models/m/versions", "state:FAILED and name:vb*", ["vbad"]),
+        ("/models/m/versions", "framework:SCIKIT_LEARN state:READY", ["v1"]),
+        ("/models/m/versions", "createTime:20*", ["v1", "vbad"]),
+        ("/models/m/versions", "labels.stage:x", []),
+    ],
+)
+def test_lists_filter_server_side(
+    world: Api, path: str, filter_text: str, expected: list[str]
+) -> None:
+    key = path.rsplit("/", 1)[-1]
+    names: list[str] = []
+    params: dict[str, Any] = {"filter": filter_text, "pageSize": 1}
+    while True:  # one match a page: the filter and the paging compose
+        page = world.ok(world.client.get(path, params=params))
+        assert len(page.get(key, [])) <= 1
+        names += [item["name"].rsplit("/", 1)[-1] for item in page.get(key, [])]
+        if "nextPageToken" not in page:
+            break
+        params["pageToken"] = page["nextPageToken"]
+    wanted = [name for name in expected if name in names]
+    assert names == wanted == expected

@@ -62,11 +62,16 @@ def create_model(
 
 @models_app.command("list")
 def list_models(
-    ctx: typer.Context, project: str = _PROJECT, output: OutputFormat = _FORMAT
+    ctx: typer.Context,
+    filter: str = typer.Option(
+        None, "--filter", help="Server-side, e.g. 'name:census*' or 'labels.team:ml'."
+    ),
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
 ) -> None:
     """List models."""
     with _client(ctx, project) as client:
-        resources = list(client.models.list())
+        resources = list(client.models.list(filter))
     rows = [
         {
             "name": _basename(r["name"]),
@@ -250,11 +255,17 @@ def create_version(
 
 @versions_app.command("list")
 def list_versions(
-    ctx: typer.Context, model: str = _MODEL, project: str = _PROJECT, output: OutputFormat = _FORMAT
+    ctx: typer.Context,
+    model: str = _MODEL,
+    filter: str = typer.Option(
+        None, "--filter", help="Server-side, e.g. 'state:READY AND framework:SCIKIT_LEARN'."
+    ),
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
 ) -> None:
     """List a model's versions."""
     with _client(ctx, project) as client:
-        resources = list(client.versions.list(model))
+        resources = list(client.versions.list(model, filter))
     rows = [
         {"name": _basename(r["name"]), "uri": r.get("deploymentUri"), "state": r["state"],
          "framework": r.get("framework", "")}

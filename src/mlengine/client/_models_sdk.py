@@ -110,13 +110,15 @@ class ModelsAPI:
         """The Model resource (default version embedded)."""
         return self._client.api.request("GET", f"{self._base}/{name}")
 
-    def list(self, page_size: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every model of the project, by name."""
+    def list(
+        self, filter: str | None = None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every model of the project matching `filter` (ml v1's server-side syntax, e.g.
+        ``name:census* AND labels.team:ml``), by name."""
         token: str | None = None
         while True:
-            answer = self._client.api.request(
-                "GET", self._base, params={"pageSize": page_size, "pageToken": token}
-            )
+            params = {"filter": filter, "pageSize": page_size, "pageToken": token}
+            answer = self._client.api.request("GET", self._base, params=params)
             yield from answer.get("models", [])
             token = answer.get("nextPageToken")
             if not token:
@@ -217,11 +219,13 @@ class VersionsAPI:
         """The Version resource."""
         return self._client.api.request("GET", f"{self._base(model)}/{name}")
 
-    def list(self, model: str) -> Iterator[dict[str, Any]]:
-        """Every version of `model`, by name."""
+    def list(self, model: str, filter: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every version of `model` matching `filter` (ml v1's server-side syntax, e.g.
+        ``state:READY AND labels.stage:prod``), by name."""
         token: str | None = None
         while True:
-            answer = self._client.api.request("GET", self._base(model), params={"pageToken": token})
+            params = {"filter": filter, "pageToken": token}
+            answer = self._client.api.request("GET", self._base(model), params=params)
             yield from answer.get("versions", [])
             token = answer.get("nextPageToken")
             if not token:

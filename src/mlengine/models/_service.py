@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,12 @@ from mlengine.models._resource import (
     version_resource,
 )
 from mlengine.store import (
+    FilterTerm,
     ModelRecord,
     OperationRecord,
     RegistryStore,
     VersionRecord,
+    parse_filter,
 )
 
 __all__ = ["CodeUpdate", "ModelService", "Verifier"]
@@ -81,6 +83,12 @@ _VERSION_MASK = frozenset(
 )
 _CODE_FIELDS = frozenset({"predictionClass", "packageUris"})
 """Version fields that change its code: updating them reloads it, after a smoke test."""
+_MODEL_FILTER_FIELDS = frozenset({"name", "description", "labels"})
+_VERSION_FILTER_FIELDS = frozenset(
+    {"name", "state", "framework", "description", "deploymentUri", "runtimeVersion",
+     "pythonVersion", "machineType", "predictionClass", "createTime", "labels"}
+)  # fmt: skip
+_FILTER_BATCH = 500
 _CANCELLED = "Cancelled: the version's creation was cancelled (operations cancel)."
 _BUSY_STATES = frozenset({"CREATING", "DELETING", "UPDATING"})
 
@@ -133,17 +141,58 @@ class ModelService:
             return None
 
     def list_models(
-        self, project: str, page_size: int | None = None, page_token: str | None = None
+        self,
+        project: str,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        filter_text: str | None = None,
     ) -> dict[str, Any]:
-        """``{"models": [...], "nextPageToken"}`` or ``{}``."""
+        """``{"models": [...], "nextPageToken"}`` or ``{}``, by name; `filter_text` is ml v1's
+        server-side filter (``name:census* AND labels.team:a``; fields ``name``,
+        ``description``, ``labels.KEY``).
+
+        Raises:
+            InvalidArgument: a bad project id, page size, page token or filter.
+        """
         validate_project(project)
-        records, token = self.registry.list_models(project, _page_size(page_size), page_token)
+        terms = parse_filter(filter_text, _MODEL_FILTER_FIELDS)
+        models, token = self._filtered_page(
+            lambda size, after: self.registry.list_models(project, size, after),
+            lambda record: model_resource(record, self._default(record)),
+            terms, _page_size(page_size), page_token,
+        )  # fmt: skip
         result: dict[str, Any] = {}
-        if records:
-            result["models"] = [model_resource(r, self._default(r)) for r in records]
+        if models:
+            result["models"] = models
         if token:
             result["nextPageToken"] = token
         return result
+
+    def _filtered_page(
+        self,
+        fetch: Callable[[int, str | None], tuple[Sequence[Any], str | None]],
+        render: Callable[[Any], dict[str, Any]],
+        terms: Sequence[FilterTerm],
+        page_size: int,
+        page_token: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of rendered resources that match `terms`, and the next page's token:
+        `fetch(size, token)` pages through the records by name; without terms it is one
+        fetch, with terms batches are read until the page is full or the records end."""
+        if not terms:
+            records, token = fetch(page_size, page_token)
+            return [render(record) for record in records], token
+        found: list[dict[str, Any]] = []
+        after = page_token
+        while len(found) <= page_size:
+            records, after = fetch(_FILTER_BATCH, after)
+            found += [res for res in map(render, records) if _matches(res, terms)]
+            if after is None:
+                break
+        if len(found) <= page_size:
+            return found, None
+        page = found[:page_size]
+        return page, self.registry.page_token_after(page[-1]["name"].rsplit("/", 1)[-1])
 
     def delete_model(self, project: str, name: str) -> dict[str, Any]:
         """Delete a model without versions; returns a finished DELETE_MODEL operation.
@@ -302,22 +351,34 @@ class ModelService:
             raise
 
     def list_versions(
-        self, project: str, model: str, page_size: int | None = None, page_token: str | None = None
+        self,
+        project: str,
+        model: str,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        filter_text: str | None = None,
     ) -> dict[str, Any]:
-        """``{"versions": [...], "nextPageToken"}`` or ``{}``.
+        """``{"versions": [...], "nextPageToken"}`` or ``{}``, by name; `filter_text` is ml
+        v1's server-side filter (``state:READY AND framework:SCIKIT_LEARN``; fields ``name``,
+        ``state``, ``framework``, ``description``, ``deploymentUri``, ``runtimeVersion``,
+        ``pythonVersion``, ``machineType``, ``predictionClass``, ``createTime``,
+        ``labels.KEY``).
 
         Raises:
-            InvalidArgument: a bad project id, page size or page token.
+            InvalidArgument: a bad project id, page size, page token or filter.
             NotFound: no such model.
         """
         validate_project(project)
+        terms = parse_filter(filter_text, _VERSION_FILTER_FIELDS)
         default = self.registry.get_model(project, model).default_version
-        records, token = self.registry.list_versions(
-            project, model, _page_size(page_size), page_token
-        )
+        versions, token = self._filtered_page(
+            lambda size, after: self.registry.list_versions(project, model, size, after),
+            lambda record: version_resource(record, record.name == default),
+            terms, _page_size(page_size), page_token,
+        )  # fmt: skip
         result: dict[str, Any] = {}
-        if records:
-            result["versions"] = [version_resource(r, r.name == default) for r in records]
+        if versions:
+            result["versions"] = versions
         if token:
             result["nextPageToken"] = token
         return result
@@ -681,6 +742,25 @@ def _check_etag(body: Mapping[str, Any], current: str, what: str) -> None:
         raise FailedPrecondition(
             f"The etag of {what} has changed since it was read; read it again and retry."
         )
+
+
+def _matches(resource: Mapping[str, Any], terms: Sequence[FilterTerm]) -> bool:
+    """Whether a rendered model or version satisfies every filter term; ``name`` matches the
+    short name or the full resource name."""
+    for term in terms:
+        if term.field.startswith("labels."):
+            value = (resource.get("labels") or {}).get(term.field.split(".", 1)[1])
+        elif term.field == "name":
+            full = str(resource["name"])
+            if term.matches(full.rsplit("/", 1)[-1]) or term.matches(full):
+                continue
+            return False
+        else:
+            found = resource.get(term.field)
+            value = None if found is None else str(found)
+        if not term.matches(value):
+            return False
+    return True
 
 
 def _description(body: Mapping[str, Any], owner: str) -> str:

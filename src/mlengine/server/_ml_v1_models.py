@@ -24,7 +24,7 @@ async def list_models(project: str, request: Request) -> JSONResponse:
     params = request.query_params
     result = await run_in_threadpool(
         request.app.state.models.list_models, project, page_size(request, "ListModelsRequest"),
-        params.get("pageToken") or None,
+        params.get("pageToken") or None, params.get("filter"),
     )  # fmt: skip
     return JSONResponse(result)
 
@@ -64,6 +64,7 @@ async def list_versions(project: str, model: str, request: Request) -> JSONRespo
     result = await run_in_threadpool(
         request.app.state.models.list_versions, project, model,
         page_size(request, "ListVersionsRequest"), params.get("pageToken") or None,
+        params.get("filter"),
     )  # fmt: skip
     return JSONResponse(result)
 

@@ -38,8 +38,14 @@ def parse_filter(text: str | None, fields: frozenset[str]) -> list[FilterTerm]:
     if not text or not text.strip():
         return []
     terms: list[FilterTerm] = []
-    for token in text.split():
+    tokens = text.split()
+    for position, token in enumerate(tokens):
         if token in ("AND", "and"):
+            if position in (0, len(tokens) - 1) or tokens[position - 1] in ("AND", "and"):
+                raise InvalidArgument(
+                    f"Unsupported filter term {token!r} in {text!r}: AND joins two FIELD:VALUE "
+                    "terms."
+                )
             continue
         match = _TERM.match(token)
         if match is None:

@@ -164,6 +164,11 @@ class RegistryStore:
             f"Model projects/{project}/models/{name} not found.",
         )
 
+    @staticmethod
+    def page_token_after(name: str) -> str:
+        """The page token of the list page that continues after the model or version `name`."""
+        return _token(name)
+
     def list_models(
         self, project: str, page_size: int = 20, page_token: str | None = None
     ) -> tuple[list[ModelRecord], str | None]:
