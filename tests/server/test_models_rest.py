@@ -229,6 +229,13 @@ def test_cli_story(
     failed = run_cli("versions", "create", "v2", "--model", "cli_iris", "--origin",
                      str(model_dirs["broken"]))  # fmt: skip
     assert failed.returncode == 1
+    ready = run_cli("versions", "list", "--model", "cli_iris", "--filter", "state:READY",
+                    "--format", "json")  # fmt: skip
+    assert [v["name"].rsplit("/", 1)[-1] for v in json.loads(ready.stdout)] == ["v1"]
+    models = run_cli("models", "list", "--filter", "name:cli_*", "--format", "json")
+    assert [m["name"].rsplit("/", 1)[-1] for m in json.loads(models.stdout)] == ["cli_iris"]
+    refused = run_cli("models", "list", "--filter", "state:READY")
+    assert refused.returncode == 2 and "Unsupported filter field 'state'" in refused.stderr
 
 
 def test_batching_labels_and_delete_waits_for_requests_in_flight(
