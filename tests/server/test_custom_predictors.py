@@ -79,6 +79,7 @@ def test_custom_prediction_class(
     )  # fmt: skip
     assert version["state"] == "READY"
     assert version["predictionClass"] == "scale_predictor.predictor.ScalePredictor"
+    assert "framework" not in version  # AI Platform: unset for custom prediction routines
     assert client.predict("custom", [[1, 2], [3, 4]]) == [6.0, 14.0]
     assert client.predict("custom", [[1, 2]], offset=1) == [7.0]  # extra fields are kwargs
     payload = base64.b64encode(b"12345").decode()

@@ -392,12 +392,54 @@ def test_create_model_takes_the_longest_name_and_null_or_empty_defaults(world: A
             "'requestLoggingConfig.bigqueryTableName'",
         ),
         ({"explanationConfig": "shap"}, "'explanationConfig' field of Version"),
+        (
+            {
+                "explanationConfig": {
+                    "sampledShapleyAttribution": {"numPaths": 5},
+                    "xraiAttribution": {"numIntegralSteps": 5},
+                }
+            },
+            "'explanationConfig' field of Version takes one of",
+        ),
+        (
+            {"explanationConfig": {"sampledShapleyAttribution": 5}},
+            "'explanationConfig.sampledShapleyAttribution' field",
+        ),
+        (
+            {"explanationConfig": {"integratedGradientsAttribution": {"numIntegralSteps": "x"}}},
+            "'explanationConfig.integratedGradientsAttribution.numIntegralSteps' field",
+        ),
+        ({"acceleratorConfig": "T4"}, "'acceleratorConfig' field of Version"),
+        ({"acceleratorConfig": {"type": "TPU_V9"}}, "'acceleratorConfig.type' field"),
+        ({"acceleratorConfig": {"count": "x"}}, "'acceleratorConfig.count' field"),
+        ({"acceleratorConfig": {"count": -1}}, "'acceleratorConfig.count' field"),
         ({"container": {"image": "gcr.io/x/y"}}, "'container' field of Version"),
     ],
 )
 def test_create_version_refuses_bad_fields(world: Api, fields: dict[str, Any], names: str) -> None:
     body = world.fill({"name": "v2", "deploymentUri": "{origin}", **fields})
     check(world, "POST", "/models/m/versions", BAD, names, json=body)
+
+
+def test_create_version_keeps_the_known_members_of_its_objects(world: Api) -> None:
+    body = world.fill(
+        {
+            "name": "vobjects",
+            "deploymentUri": "{origin}",
+            "acceleratorConfig": {"count": 1, "type": "NVIDIA_TESLA_T4", "zone": "x"},
+            "explanationConfig": {"sampledShapleyAttribution": {"numPaths": 5}, "junk": 3},
+            "requestLoggingConfig": {"samplingPercentage": 0.5},
+        }
+    )
+    world.ok(world.client.post("/models", json={"name": "objects"}))
+    created = world.wait(world.ok(world.client.post("/models/objects/versions", json=body)))
+    version = created["response"]
+    assert version["acceleratorConfig"] == {"count": "1", "type": "NVIDIA_TESLA_T4"}
+    assert version["explanationConfig"] == {"sampledShapleyAttribution": {"numPaths": 5}}
+    assert "requestLoggingConfig" not in version  # as AI Platform: only versions.patch sets it
+    assert world.ok(world.client.get("/models/objects/versions/vobjects")) == {
+        k: v for k, v in version.items() if k != "@type"
+    }
 
 
 def test_create_version_refuses_a_taken_name(world: Api) -> None:
@@ -958,3 +1000,35 @@ def test_lists_filter_server_side(
         params["pageToken"] = page["nextPageToken"]
     wanted = [name for name in expected if name in names]
     assert names == wanted == expected
+
+
+def test_operations_filter_server_side(world: Api) -> None:
+    every = world.ok(world.client.get("/operations", params={"pageSize": 1000}))["operations"]
+
+    def model_of(operation: dict[str, Any]) -> str:
+        return str(operation["metadata"]["modelName"]).rsplit("/", 1)[-1]
+
+    creates = [o for o in every if o["metadata"]["operationType"] == "CREATE_VERSION"]
+    for filter_text, expected in (
+        ("operationType:CREATE_VERSION", creates),
+        ("metadata.operationType=CREATE_VERSION AND done:true", creates),
+        ("operationType:CREATE_* modelName:m*", [o for o in creates if model_of(o)[0] == "m"]),
+    ):
+        listed = world.ok(world.client.get("/operations", params={"filter": filter_text}))
+        assert listed["operations"] == expected, filter_text
+    assert world.ok(world.client.get("/operations", params={"filter": "done:false"})) == {}
+    name = creates[0]["name"]
+    by_name = world.ok(world.client.get("/operations", params={"filter": f"name:{name}"}))
+    assert by_name["operations"] == [creates[0]]
+    check(world, "GET", "/operations", BAD, "Unsupported filter field 'state'",
+          params={"filter": "state:DONE"})  # fmt: skip
+
+
+def test_an_update_operation_names_the_type_of_its_response(world: Api) -> None:
+    for path in ("/models/m", "/models/m/versions/v1"):
+        operation = world.ok(
+            world.client.patch(path, params={"updateMask": "description"}, json={})
+        )
+        assert operation["done"] is True
+        kind = "Model" if path == "/models/m" else "Version"
+        assert operation["response"]["@type"] == f"type.googleapis.com/google.cloud.ml.v1.{kind}"

@@ -3,6 +3,7 @@ SDK, the CLI and the unmodified google-api-python-client tell the same story."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import time
@@ -60,6 +61,7 @@ def test_model_version_predict_round_trip(
     assert version["state"] == "READY"
     assert version["framework"] == "SCIKIT_LEARN"
     assert version["isDefault"] is True
+    assert "lastUseTime" not in version  # not used yet
     assert client.models.get("iris")["defaultVersion"]["name"].endswith("/versions/v1")
     forest = joblib.load(model_dirs["forest"] / "model.joblib")
     rows = IRIS.data[::5].tolist()
@@ -70,6 +72,9 @@ def test_model_version_predict_round_trip(
     assert raw.status_code == 200 and raw.json() == {"predictions": expected}
     probabilities = client.predict("iris", rows[:3], probabilities=True)
     assert np.allclose(np.sum(probabilities, axis=1), 1.0)
+    used = client.versions.get("iris", "v1")["lastUseTime"]  # written at most once a minute
+    created = dt.datetime.fromisoformat(version["createTime"])
+    assert created < dt.datetime.fromisoformat(used) < dt.datetime.now(dt.UTC)
     # a second version; the default stays until set-default
     client.versions.create("iris", "v2", model_dirs["linear"])
     linear = joblib.load(model_dirs["linear"] / "model.joblib")

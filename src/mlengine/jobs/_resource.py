@@ -114,15 +114,38 @@ def validate_labels(labels: object, owner: str = "Job") -> dict[str, str]:
 def _int64(training_input: Mapping[str, Any], field: str) -> str | None:
     if field not in training_input or training_input[field] in (None, ""):
         return None
-    value = training_input[field]
+    return _int64_text(training_input[field], field, "TrainingInput")
+
+
+def _int64_text(value: object, field: str, owner: str) -> str:
+    """An int64 >= 0 given as a JSON number or a decimal string, as proto3 JSON writes it."""
     try:
-        number = int(value)
+        number = int(value)  # type: ignore[call-overload]
         valid = number >= 0 and str(value).strip() in (str(number), f"{number}.0")
     except (TypeError, ValueError):
         valid = False
     if isinstance(value, bool) or not valid:
-        raise invalid_field(field, "TrainingInput", "an integer >= 0", value)
+        raise invalid_field(field, owner, "an integer >= 0", value)
     return str(number)
+
+
+def validate_accelerator_config(value: object, field: str, owner: str) -> dict[str, str]:
+    """An `AcceleratorConfig` (``{"count": int64, "type": AcceleratorType}``) normalised: the
+    count as a decimal string (proto3 JSON's int64), the type defaulting to
+    ``ACCELERATOR_TYPE_UNSPECIFIED``; unknown members dropped.
+
+    Raises:
+        InvalidArgument: not an object, an unknown type or a count that is not an integer
+            >= 0 (the message names `field`'s member).
+    """
+    if not isinstance(value, Mapping):
+        raise invalid_field(field, owner, "an object", value)
+    kind = value.get("type", "ACCELERATOR_TYPE_UNSPECIFIED")
+    if not isinstance(kind, str) or kind not in _ACCELERATOR_TYPES:
+        raise invalid_field(
+            f"{field}.type", owner, "one of " + ", ".join(sorted(_ACCELERATOR_TYPES)), kind
+        )
+    return {"count": _int64_text(value.get("count", 0), f"{field}.count", owner), "type": kind}
 
 
 def _replica_config(value: object, field: str) -> dict[str, Any]:
@@ -136,20 +159,9 @@ def _replica_config(value: object, field: str) -> dict[str, Any]:
         )
     accelerator = value.get("acceleratorConfig")
     if accelerator is not None:
-        if not isinstance(accelerator, Mapping):
-            raise invalid_field(
-                f"{field}.acceleratorConfig", "TrainingInput", "an object", accelerator
-            )
-        kind = accelerator.get("type", "ACCELERATOR_TYPE_UNSPECIFIED")
-        if not isinstance(kind, str) or kind not in _ACCELERATOR_TYPES:
-            raise invalid_field(
-                f"{field}.acceleratorConfig.type",
-                "TrainingInput",
-                "one of " + ", ".join(sorted(_ACCELERATOR_TYPES)),
-                kind,
-            )
-        count = _int64({"count": accelerator.get("count", 0)}, "count") or "0"
-        config["acceleratorConfig"] = {"count": count, "type": kind}
+        config["acceleratorConfig"] = validate_accelerator_config(
+            accelerator, f"{field}.acceleratorConfig", "TrainingInput"
+        )
     disk = value.get("diskConfig")
     if isinstance(disk, Mapping):
         config["diskConfig"] = {k: disk[k] for k in ("bootDiskSizeGb", "bootDiskType") if k in disk}

@@ -8,7 +8,7 @@ from typing import Any
 
 from mlengine.errors import InvalidArgument, invalid_field
 from mlengine.jobs._packaging import PACKAGE_SUFFIXES
-from mlengine.jobs._resource import rfc3339, validate_labels
+from mlengine.jobs._resource import rfc3339, validate_accelerator_config, validate_labels
 from mlengine.store import ModelRecord, OperationRecord, VersionRecord
 
 __all__ = [
@@ -51,7 +51,13 @@ _VERSION_STRINGS = (
     "predictionClass",
     "serviceAccount",
 )
-_VERSION_OBJECTS = ("autoScaling", "manualScaling", "requestLoggingConfig", "explanationConfig")
+_VERSION_OBJECTS = (
+    "autoScaling",
+    "manualScaling",
+    "requestLoggingConfig",
+    "explanationConfig",
+    "acceleratorConfig",
+)
 DEFAULT_RUNTIME_VERSION = "2.11"
 DEFAULT_PYTHON_VERSION = "3.7"
 DEFAULT_MACHINE_TYPE = "mls1-c1-m2"
@@ -130,8 +136,8 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
         spec[field] = value
     for field in _VERSION_OBJECTS:
         normalised = validate_version_object(field, body.get(field))
-        if normalised is not None:
-            spec[field] = normalised
+        if normalised is not None and field != "requestLoggingConfig":  # as AI Platform:
+            spec[field] = normalised  # checked, but only honoured through versions.patch
     if spec.get("autoScaling") is not None and spec.get("manualScaling") is not None:
         raise InvalidArgument(
             "The 'autoScaling' and 'manualScaling' fields of Version are exclusive; set one."
@@ -222,8 +228,8 @@ def validate_version_code(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_version_object(field: str, value: object) -> dict[str, Any] | None:
     """One object field of a `Version` (``autoScaling``, ``manualScaling``,
-    ``requestLoggingConfig``, ``explanationConfig``) normalised, unknown keys dropped; None
-    when unset.
+    ``requestLoggingConfig``, ``explanationConfig``, ``acceleratorConfig``) normalised, unknown
+    keys dropped; None when unset.
 
     Raises:
         InvalidArgument: not an object, or a member of the wrong type or out of range (the
@@ -273,9 +279,40 @@ def validate_version_object(field: str, value: object) -> dict[str, Any] | None:
                     table,
                 )
             result["bigqueryTableName"] = table
+    elif field == "acceleratorConfig":
+        result = validate_accelerator_config(value, field, "Version")
     else:
-        result = dict(value)
+        result = _explanation_config(value)
     return result
+
+
+_EXPLANATION_METHODS = {
+    "integratedGradientsAttribution": "numIntegralSteps",
+    "sampledShapleyAttribution": "numPaths",
+    "xraiAttribution": "numIntegralSteps",
+}
+
+
+def _explanation_config(value: Mapping[str, Any]) -> dict[str, Any]:
+    """An `ExplanationConfig`: at most one attribution method with its step or path count."""
+    methods = [method for method in _EXPLANATION_METHODS if value.get(method) is not None]
+    if len(methods) > 1:
+        raise InvalidArgument(
+            "The 'explanationConfig' field of Version takes one of "
+            f"{', '.join(_EXPLANATION_METHODS)}; got {', '.join(methods)}."
+        )
+    if not methods:
+        return {}
+    method = methods[0]
+    settings = value[method]
+    if not isinstance(settings, Mapping):
+        raise invalid_field(f"explanationConfig.{method}", "Version", "an object", settings)
+    count_field = _EXPLANATION_METHODS[method]
+    normalised: dict[str, Any] = {}
+    if settings.get(count_field) is not None:
+        normalised[count_field] = _int32(settings[count_field], f"explanationConfig.{method}."
+                                         f"{count_field}")  # fmt: skip
+    return {method: normalised}
 
 
 def default_version_name(body: Mapping[str, Any], project: str, model: str) -> str:
@@ -362,6 +399,8 @@ def version_resource(record: VersionRecord, is_default: bool) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "name": f"projects/{record.project}/models/{record.model}/versions/{record.name}",
     }
+    if spec.get("predictionClass"):  # AI Platform: unset for custom prediction routines
+        spec.pop("framework", None)  # (stored as CUSTOM before 2026-12)
     for field in (*_VERSION_STRINGS, "framework", "packageUris", *_VERSION_OBJECTS):
         if spec.get(field):
             resource[field] = spec[field]

@@ -88,6 +88,13 @@ _VERSION_FILTER_FIELDS = frozenset(
     {"name", "state", "framework", "description", "deploymentUri", "runtimeVersion",
      "pythonVersion", "machineType", "predictionClass", "createTime", "labels"}
 )  # fmt: skip
+_VERSION_TYPE = "type.googleapis.com/google.cloud.ml.v1.Version"
+_MODEL_TYPE = "type.googleapis.com/google.cloud.ml.v1.Model"
+"""The ``@type`` of an Operation's ``response`` (google.protobuf.Any)."""
+_OPERATION_FILTER_FIELDS = frozenset(
+    {"name", "done", "operationType", "modelName", "metadata.operationType",
+     "metadata.modelName"}
+)  # fmt: skip
 _FILTER_BATCH = 500
 _CANCELLED = "Cancelled: the version's creation was cancelled (operations cancel)."
 _BUSY_STATES = frozenset({"CREATING", "DELETING", "UPDATING"})
@@ -234,7 +241,11 @@ class ModelService:
             changes["default_version"] = version
         self.registry.update_model(project, name, **changes)
         return self._finished_operation(
-            project, "UPDATE_MODEL", name, None, response=self.get_model(project, name)
+            project,
+            "UPDATE_MODEL",
+            name,
+            None,
+            response={"@type": _MODEL_TYPE, **self.get_model(project, name)},
         )
 
     # -- versions -------------------------------------------------------------------------
@@ -293,7 +304,7 @@ class ModelService:
         except Exception as error:  # a loader's own exception type: its message is the reason
             self._fail(record, operation, f"{type(error).__name__}: {error}")
             return
-        spec = {**record.spec, "framework": record.spec.get("framework") or framework}
+        spec = _with_framework(record.spec, framework)
         if not self.registry.update_version(
             record.project, record.model, record.name, from_states={"CREATING"},
             state="READY", spec=spec, etag=new_etag(),
@@ -305,7 +316,7 @@ class ModelService:
             operation.operation_id,
             end_time=now_utc(),
             response={
-                "@type": "type.googleapis.com/google.cloud.ml.v1.Version",
+                "@type": _VERSION_TYPE,
                 **self.get_version(record.project, record.model, record.name),
             },
         )
@@ -505,7 +516,7 @@ class ModelService:
             raise FailedPrecondition(f"Version {name} changed state meanwhile; try again.")
         operation = self._finished_operation(
             project, "UPDATE_VERSION", model, name,
-            response=self.get_version(project, model, name),
+            response={"@type": _VERSION_TYPE, **self.get_version(project, model, name)},
         )  # fmt: skip
         return operation, None
 
@@ -554,7 +565,7 @@ class ModelService:
         except Exception as error:  # a loader's own exception type: its message is the reason
             self._end_update(candidate, operation, f"{type(error).__name__}: {error}")
             return False
-        spec = {**candidate.spec, "framework": candidate.spec.get("framework") or framework}
+        spec = _with_framework(candidate.spec, framework)
         changed = self.registry.update_version(
             candidate.project, candidate.model, candidate.name, from_states={"UPDATING"},
             state="READY", spec=spec, revision_time=candidate.revision_time, etag=new_etag(),
@@ -572,7 +583,7 @@ class ModelService:
             update.operation.operation_id,
             end_time=now_utc(),
             response={
-                "@type": "type.googleapis.com/google.cloud.ml.v1.Version",
+                "@type": _VERSION_TYPE,
                 **self.get_version(candidate.project, candidate.model, candidate.name),
             },
         )
@@ -606,18 +617,28 @@ class ModelService:
         return operation_resource(self.registry.get_operation(project, operation_id))
 
     def list_operations(
-        self, project: str, page_size: int | None = None, page_token: str | None = None
+        self,
+        project: str,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        filter_text: str | None = None,
     ) -> dict[str, Any]:
-        """``{"operations": [...], "nextPageToken"}`` or ``{}``.
+        """``{"operations": [...], "nextPageToken"}`` or ``{}``, by id; `filter_text` is ml
+        v1's server-side filter (``operationType:CREATE_VERSION AND done:false``; fields
+        ``name``, ``done``, ``operationType``, ``modelName``, also as ``metadata.FIELD``).
 
         Raises:
-            InvalidArgument: a bad project id, page size or page token.
+            InvalidArgument: a bad project id, page size, page token or filter.
         """
         validate_project(project)
-        records, token = self.registry.list_operations(project, _page_size(page_size), page_token)
+        terms = parse_filter(filter_text, _OPERATION_FILTER_FIELDS)
+        operations, token = self._filtered_page(
+            lambda size, after: self.registry.list_operations(project, size, after),
+            operation_resource, terms, _page_size(page_size), page_token,
+        )  # fmt: skip
         result: dict[str, Any] = {}
-        if records:
-            result["operations"] = [operation_resource(r) for r in records]
+        if operations:
+            result["operations"] = operations
         if token:
             result["nextPageToken"] = token
         return result
@@ -744,23 +765,44 @@ def _check_etag(body: Mapping[str, Any], current: str, what: str) -> None:
         )
 
 
+def _with_framework(spec: Mapping[str, Any], detected: str) -> dict[str, Any]:
+    """The spec of a version that loaded, with the framework its loader `detected` when none
+    was given; a custom prediction routine has none (AI Platform: framework must be unset)."""
+    result = dict(spec)
+    if result.get("predictionClass"):
+        result.pop("framework", None)
+    elif not result.get("framework"):
+        result["framework"] = detected
+    return result
+
+
 def _matches(resource: Mapping[str, Any], terms: Sequence[FilterTerm]) -> bool:
-    """Whether a rendered model or version satisfies every filter term; ``name`` matches the
-    short name or the full resource name."""
-    for term in terms:
-        if term.field.startswith("labels."):
-            value = (resource.get("labels") or {}).get(term.field.split(".", 1)[1])
-        elif term.field == "name":
-            full = str(resource["name"])
-            if term.matches(full.rsplit("/", 1)[-1]) or term.matches(full):
-                continue
-            return False
-        else:
-            found = resource.get(term.field)
-            value = None if found is None else str(found)
-        if not term.matches(value):
-            return False
-    return True
+    """Whether a rendered model, version or operation satisfies every filter term."""
+    return all(
+        any(term.matches(value) for value in _filter_values(resource, term.field)) for term in terms
+    )
+
+
+def _filter_values(resource: Mapping[str, Any], field: str) -> list[str]:
+    """The texts a filter `field` compares with: ``labels.KEY``'s value; for ``name`` and
+    ``modelName`` the short and the full resource name; an operation's ``metadata`` members
+    with or without the ``metadata.`` prefix; booleans as ``true``/``false``."""
+    if field.startswith("labels."):
+        found = (resource.get("labels") or {}).get(field.split(".", 1)[1])
+    elif field.startswith("metadata."):
+        found = (resource.get("metadata") or {}).get(field.split(".", 1)[1])
+    elif field in resource:
+        found = resource[field]
+    else:
+        found = (resource.get("metadata") or {}).get(field)
+    if found is None:
+        return []
+    if isinstance(found, bool):
+        return [str(found).lower()]
+    text = str(found)
+    if field in ("name", "modelName", "metadata.modelName"):
+        return [text.rsplit("/", 1)[-1], text]
+    return [text]
 
 
 def _description(body: Mapping[str, Any], owner: str) -> str:

@@ -30,6 +30,7 @@ from mlengine.errors import (
     Unavailable,
 )
 from mlengine.jobs._environment import TrainerEnvironments
+from mlengine.jobs._service import now_utc
 from mlengine.models import CodeUpdate, ModelService, batching_labels
 from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
@@ -47,6 +48,8 @@ _RESOLVE_TTL_S = 1.0
 _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 """AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
 _RELOAD_RETRY_S = 5.0
+_LAST_USE_PRECISION = dt.timedelta(minutes=1)
+"""How stale a version's ``lastUseTime`` may be: it is written at most once a minute."""
 _SERVING_STATES = frozenset({"READY", "UPDATING"})
 """An UPDATING version serves its current code until the new code is verified."""
 
@@ -281,6 +284,9 @@ class PredictionService:
                 f"Version {version} of model {model} is {record.state}, not READY."
                 + (f" {record.error_message}" if record.error_message else "")
             )
+        now = now_utc()  # a name is looked up again only while requests keep coming
+        if record.last_use_time is None or now - record.last_use_time > _LAST_USE_PRECISION:
+            registry.update_version(project, model, version, last_use_time=now)
         return record
 
     async def predict(

@@ -117,5 +117,6 @@ async def list_operations(project: str, request: Request) -> JSONResponse:
     result = await run_in_threadpool(
         request.app.state.models.list_operations, project,
         page_size(request, "ListOperationsRequest"), params.get("pageToken") or None,
+        params.get("filter"),
     )  # fmt: skip
     return JSONResponse(result)
