@@ -15,9 +15,17 @@ from rich.table import Table
 
 from mlengine.config import Settings
 
-__all__ = ["OutputFormat", "err", "print_resource", "print_table", "settings_from"]
+__all__ = ["REGION", "OutputFormat", "err", "print_resource", "print_table", "settings_from"]
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+REGION = typer.Option(
+    None,
+    "--region",
+    help="Accepted as gcloud takes it, and ignored: mlengine serves every region at one endpoint.",
+)
+"""``--region`` of the model, version, operation and predict commands: gcloud picks a regional
+endpoint with it, and a user's command lines keep it."""
 
 
 class OutputFormat(enum.StrEnum):

@@ -7,7 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlengine.cli._common import OutputFormat, err, print_resource, print_table, settings_from
+from mlengine.cli._common import (
+    REGION,
+    OutputFormat,
+    err,
+    print_resource,
+    print_table,
+    settings_from,
+)
+from mlengine.cli._version_flags import (
+    request_logging_flags,
+    version_flags,
+    with_request_logging,
+)
 from mlengine.errors import InvalidArgument
 from mlengine.jobs._submission import load_job_config, parse_labels
 
@@ -44,17 +56,31 @@ def create_model(
     model: str = typer.Argument(..., help="The model name."),
     description: str = typer.Option(None),
     regions: str = typer.Option(None, "--regions", help="One region (recorded)."),
-    region: str = typer.Option(None, "--region", help="Recorded with the model."),
+    region: str = typer.Option(
+        None,
+        "--region",
+        help="Instead of --regions: one region, recorded with the model; 'global' records the "
+        "default us-central1, as gcloud does. It selects no endpoint (mlengine has one).",
+    ),
     labels: str = typer.Option(None, help="k=v,k2=v2"),
-    enable_logging: bool = typer.Option(False, "--enable-logging"),
+    enable_logging: bool = typer.Option(
+        False, "--enable-logging", help="Set onlinePredictionLogging (recorded)."
+    ),
+    enable_console_logging: bool = typer.Option(
+        False, "--enable-console-logging", help="Set onlinePredictionConsoleLogging (recorded)."
+    ),
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
     """Create a model."""
+    if regions and region:
+        raise InvalidArgument("Only one of --region or --regions can be given.")
+    recorded = regions or (region if region != "global" else None)
     with _client(ctx, project) as client:
         resource = client.models.create(
-            model, description=description, regions=[regions or region] if (regions or region)
-            else None, labels=parse_labels(labels), enable_logging=enable_logging,
+            model, description=description, regions=[recorded] if recorded else None,
+            labels=parse_labels(labels), enable_logging=enable_logging,
+            enable_console_logging=enable_console_logging,
         )  # fmt: skip
     err.print(f"Created model [{model}].")
     print_resource(resource, output)
@@ -66,6 +92,7 @@ def list_models(
     filter: str = typer.Option(
         None, "--filter", help="Server-side, e.g. 'name:census*' or 'labels.team:ml'."
     ),
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
@@ -84,7 +111,11 @@ def list_models(
 
 @models_app.command("describe")
 def describe_model(
-    ctx: typer.Context, model: str, project: str = _PROJECT, output: OutputFormat = _FORMAT
+    ctx: typer.Context,
+    model: str,
+    region: str = REGION,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
 ) -> None:
     """Show a model (its default version embedded)."""
     with _client(ctx, project) as client:
@@ -92,7 +123,9 @@ def describe_model(
 
 
 @models_app.command("delete")
-def delete_model(ctx: typer.Context, model: str, project: str = _PROJECT) -> None:
+def delete_model(
+    ctx: typer.Context, model: str, region: str = REGION, project: str = _PROJECT
+) -> None:
     """Delete a model that has no versions."""
     with _client(ctx, project) as client:
         client.models.delete(model)
@@ -126,6 +159,7 @@ def update_model(
     update_labels: str = _UPDATE_LABELS,
     remove_labels: str = _REMOVE_LABELS,
     clear_labels: bool = _CLEAR_LABELS,
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
@@ -158,7 +192,14 @@ def update_version(
         help="YAML or JSON with description, autoScaling (minNodes, maxNodes), manualScaling "
         "(nodes), requestLoggingConfig, predictionClass, packageUris; flags override it.",
     ),
+    bigquery_table_name: str = typer.Option(
+        None, help="requestLoggingConfig.bigqueryTableName: project.dataset.table (recorded)."
+    ),
+    sampling_percentage: float = typer.Option(
+        None, help="requestLoggingConfig.samplingPercentage: 0 to 1 (recorded)."
+    ),
     async_: bool = typer.Option(False, "--async", help="Return the operation at once."),
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
@@ -166,9 +207,14 @@ def update_version(
     batching without reloading it), scaling, request logging or code: a new prediction class or
     packages are loaded and smoke-tested while the version goes on serving its current code."""
     settings = load_job_config(config) if config is not None else None
+    request_logging = request_logging_flags(bigquery_table_name, sampling_percentage)
     with _client(ctx, project) as client:
-        current = client.versions.get(model, version).get("labels") or {}
-        labels = _updated_labels(current, update_labels, remove_labels, clear_labels)
+        current = client.versions.get(model, version)
+        labels = _updated_labels(
+            current.get("labels") or {}, update_labels, remove_labels, clear_labels
+        )
+        if request_logging:
+            settings = with_request_logging(settings or {}, current, request_logging, config)
         packages = None
         if package_uris is not None:
             packages = [
@@ -217,12 +263,40 @@ def create_version(
     package_uris: str = typer.Option(
         None, help="Comma-separated sdists/wheels (paths are uploaded) for the version's code."
     ),
+    machine_type: str = typer.Option(None, help="machineType (recorded; default mls1-c1-m2)."),
+    accelerator: str = typer.Option(
+        None,
+        help="acceleratorConfig: type=TYPE,count=N, e.g. type=nvidia-tesla-t4,count=1 (recorded).",
+    ),
+    min_nodes: int = typer.Option(None, help="autoScaling.minNodes (recorded)."),
+    max_nodes: int = typer.Option(None, help="autoScaling.maxNodes (recorded)."),
+    metric_targets: str = typer.Option(
+        None,
+        help="autoScaling.metrics: cpu-usage=TARGET,gpu-duty-cycle=TARGET, targets in "
+        "percent from 0 to 100 (recorded).",
+    ),
+    service_account: str = typer.Option(None, help="serviceAccount (recorded)."),
+    explanation_method: str = typer.Option(
+        None, help="explanationConfig: integrated-gradients, sampled-shapley or xrai (recorded)."
+    ),
+    num_integral_steps: int = typer.Option(
+        None, help="Steps of integrated-gradients or xrai (default 50)."
+    ),
+    num_paths: int = typer.Option(None, help="Paths of sampled-shapley (default 50)."),
     async_: bool = typer.Option(False, "--async", help="Return the operation at once."),
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
     """Create a version: the files are copied into the artifact store, loaded and checked with
-    a smoke prediction before it becomes READY."""
+    a smoke prediction before it becomes READY. As gcloud does, the flags override the fields
+    of --config (--min-nodes, --max-nodes and --metric-targets replace its autoScaling)."""
+    flags = version_flags(
+        machine_type=machine_type, accelerator=accelerator, min_nodes=min_nodes,
+        max_nodes=max_nodes, metric_targets=metric_targets, service_account=service_account,
+        explanation_method=explanation_method, num_integral_steps=num_integral_steps,
+        num_paths=num_paths,
+    )  # fmt: skip
     body: dict[str, Any] = {}
     if config is not None:
         body = load_job_config(config)
@@ -234,6 +308,7 @@ def create_version(
     origin = origin or body.pop("deploymentUri", None)
     if not origin:
         raise InvalidArgument("Give --origin DIR (or deploymentUri in --config).")
+    body.update(flags)
     if prediction_class:
         body["predictionClass"] = prediction_class
     with _client(ctx, project) as client:
@@ -260,6 +335,7 @@ def list_versions(
     filter: str = typer.Option(
         None, "--filter", help="Server-side, e.g. 'state:READY AND framework:SCIKIT_LEARN'."
     ),
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
@@ -281,6 +357,7 @@ def describe_version(
     ctx: typer.Context,
     version: str,
     model: str = _MODEL,
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
@@ -291,7 +368,7 @@ def describe_version(
 
 @versions_app.command("delete")
 def delete_version(ctx: typer.Context, version: str, model: str = _MODEL,
-                   project: str = _PROJECT) -> None:  # fmt: skip
+                   region: str = REGION, project: str = _PROJECT) -> None:  # fmt: skip
     """Delete a version (in-flight requests finish first)."""
     with _client(ctx, project) as client:
         client.versions.delete(model, version)
@@ -303,6 +380,7 @@ def set_default(
     ctx: typer.Context,
     version: str,
     model: str = _MODEL,
+    region: str = REGION,
     project: str = _PROJECT,
     output: OutputFormat = _FORMAT,
 ) -> None:
@@ -313,7 +391,11 @@ def set_default(
 
 @operations_app.command("describe")
 def describe_operation(
-    ctx: typer.Context, operation: str, project: str = _PROJECT, output: OutputFormat = _FORMAT
+    ctx: typer.Context,
+    operation: str,
+    region: str = REGION,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
 ) -> None:
     """Show an operation."""
     with _client(ctx, project) as client:
@@ -322,7 +404,11 @@ def describe_operation(
 
 @operations_app.command("wait")
 def wait_operation(
-    ctx: typer.Context, operation: str, project: str = _PROJECT, output: OutputFormat = _FORMAT
+    ctx: typer.Context,
+    operation: str,
+    region: str = REGION,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
 ) -> None:
     """Wait for an operation and show its response (exit 1 when it failed)."""
     with _client(ctx, project) as client:
@@ -331,11 +417,17 @@ def wait_operation(
 
 @operations_app.command("list")
 def list_operations(
-    ctx: typer.Context, project: str = _PROJECT, output: OutputFormat = _FORMAT
+    ctx: typer.Context,
+    filter: str = typer.Option(
+        None, "--filter", help="Server-side, e.g. 'operationType:CREATE_VERSION AND done:false'."
+    ),
+    region: str = REGION,
+    project: str = _PROJECT,
+    output: OutputFormat = _FORMAT,
 ) -> None:
     """List the project's operations."""
     with _client(ctx, project) as client:
-        resources = list(client.operations.list())
+        resources = list(client.operations.list(filter))
     rows = [
         {"name": _basename(r["name"]), "type": r["metadata"].get("operationType", ""),
          "done": "True" if r.get("done") else "False",
@@ -347,7 +439,9 @@ def list_operations(
 
 
 @operations_app.command("cancel")
-def cancel_operation(ctx: typer.Context, operation: str, project: str = _PROJECT) -> None:
+def cancel_operation(
+    ctx: typer.Context, operation: str, region: str = REGION, project: str = _PROJECT
+) -> None:
     """Cancel a pending version create or code update."""
     with _client(ctx, project) as client:
         client.operations.cancel(operation)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import typer
 
-from mlengine.cli._common import OutputFormat, print_resource, print_table, settings_from
+from mlengine.cli._common import REGION, OutputFormat, print_resource, print_table, settings_from
 from mlengine.errors import InvalidArgument
 
 MAX_LINES = 100
@@ -92,6 +92,7 @@ def predict(
     text_instances: Path = typer.Option(None, help="One text instance per line."),
     signature_name: str = typer.Option(None, help="TensorFlow signature."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Class probabilities."),
+    region: str = REGION,
     project: str = typer.Option(None, "--project"),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:

@@ -35,11 +35,17 @@ class OperationsAPI:
         """An operation by full name or id."""
         return self._client.api.request("GET", f"{self._base}/{name.rsplit('/', 1)[-1]}")
 
-    def list(self) -> Iterator[dict[str, Any]]:
-        """Every operation of the project, by id."""
+    def list(self, filter: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every operation of the project matching `filter` (ml v1's server-side syntax, e.g.
+        ``operationType:CREATE_VERSION AND done:false``), by id.
+
+        Raises:
+            InvalidArgument: the server refused the filter (the message names the term).
+        """
         token: str | None = None
         while True:
-            answer = self._client.api.request("GET", self._base, params={"pageToken": token})
+            params = {"filter": filter, "pageToken": token}
+            answer = self._client.api.request("GET", self._base, params=params)
             yield from answer.get("operations", [])
             token = answer.get("nextPageToken")
             if not token:
@@ -95,9 +101,21 @@ class ModelsAPI:
         regions: Sequence[str] | None = None,
         labels: Mapping[str, str] | None = None,
         enable_logging: bool = False,
+        enable_console_logging: bool = False,
     ) -> dict[str, Any]:
-        """Create a model; returns the Model resource."""
-        body: dict[str, Any] = {"name": name, "onlinePredictionLogging": enable_logging}
+        """Create a model; returns the Model resource. `enable_logging` and
+        `enable_console_logging` set ``onlinePredictionLogging`` and
+        ``onlinePredictionConsoleLogging``.
+
+        Raises:
+            AlreadyExists: a model of that name exists.
+            InvalidArgument: a bad name, region or label (the message names it).
+        """
+        body: dict[str, Any] = {
+            "name": name,
+            "onlinePredictionLogging": enable_logging,
+            "onlinePredictionConsoleLogging": enable_console_logging,
+        }
         if description:
             body["description"] = description
         if regions:
@@ -145,7 +163,9 @@ class ModelsAPI:
         operation = self._client.api.request(
             "PATCH", f"{self._base}/{name}", params={"updateMask": mask}, json=body
         )
-        return dict(operation.get("response") or self.get(name))
+        response = dict(operation.get("response") or self.get(name))
+        response.pop("@type", None)  # the wire's type tag, not a field of the resource
+        return response
 
     def predict(
         self,
