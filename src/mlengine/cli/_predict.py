@@ -110,6 +110,40 @@ def predict(
     print_predictions(predictions, output)
 
 
+def explain(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="The model."),
+    version: str = typer.Option(None, "--version", help="The version (default: the default)."),
+    json_request: Path = typer.Option(None, help='A JSON file {"instances": [...]}.'),
+    json_instances: Path = typer.Option(None, help="Newline-delimited JSON instances."),
+    text_instances: Path = typer.Option(None, help="One text instance per line."),
+    region: str = REGION,
+    project: str = typer.Option(None, "--project"),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+) -> None:
+    """Feature attributions of instances by a version with an explanationConfig (sampled
+    Shapley), through the server."""
+    from mlengine.client import Client
+
+    instances = read_instances(json_request, json_instances, text_instances)
+    with Client(settings=settings_from(ctx, project=project)) as client:
+        explanations = client.explain(model, instances, version=version)
+    if output != OutputFormat.table:
+        print_resource({"explanations": explanations}, output)
+        return
+    rows = []
+    for explanation in explanations:
+        (label,) = explanation["attributions_by_label"][:1]
+        rows.append(
+            {"label": label["label_index"], "example": f"{label['example_score']:.6g}",
+             "baseline": f"{label['baseline_score']:.6g}",
+             "attributions": orjson.dumps(label["attributions"]).decode()}
+        )  # fmt: skip
+    columns = [("LABEL_INDEX", "label"), ("EXAMPLE_SCORE", "example"),
+               ("BASELINE_SCORE", "baseline"), ("ATTRIBUTIONS", "attributions")]  # fmt: skip
+    print_table(rows, columns, output, explanations)
+
+
 def local_predict(
     model_dir: Path = typer.Option(..., help="Directory with the model files."),
     framework: str = typer.Option(None, help="Default: detected from the files."),

@@ -187,6 +187,28 @@ class ModelsAPI:
         )
         return list(answer["predictions"])
 
+    def explain(
+        self,
+        model: str,
+        instances: Sequence[Any],
+        *,
+        version: str | None = None,
+        **fields: Any,
+    ) -> builtins.list[dict[str, Any]]:
+        """Feature attributions of `instances` by the default version (or `version`), which
+        needs an ``explanationConfig`` (sampled Shapley): one
+        ``{"attributions_by_label": [...]}`` per instance.
+
+        Raises:
+            InvalidArgument: the version has no explanationConfig (or one mlengine does not
+                compute), or the server refused the instances (message names the instance).
+        """
+        path = f"{self._base}/{model}" + (f"/versions/{version}" if version else "")
+        answer = self._client.api.request(
+            "POST", f"{path}:explain", json={"instances": list(instances), **fields}
+        )
+        return list(answer["explanations"])
+
 
 class VersionsAPI:
     """``projects.models.versions``: create (waits for READY), get, list, delete,

@@ -60,6 +60,12 @@ class Client:
         """Online prediction (see `ModelsAPI.predict`)."""
         return self.models.predict(model, instances, version=version, **fields)
 
+    def explain(
+        self, model: str, instances: Sequence[Any], *, version: str | None = None, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """Feature attributions (see `ModelsAPI.explain`)."""
+        return self.models.explain(model, instances, version=version, **fields)
+
     def close(self) -> None:
         """Close the HTTP connections."""
         self.api.close()

@@ -32,6 +32,7 @@ from mlengine.errors import (
 from mlengine.jobs._environment import TrainerEnvironments
 from mlengine.jobs._service import now_utc
 from mlengine.models import CodeUpdate, ModelService, batching_labels
+from mlengine.prediction._explain import explain_instances, read_explanation_metadata
 from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
@@ -47,6 +48,8 @@ VersionKey = tuple[str, str, str]
 _RESOLVE_TTL_S = 1.0
 _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 """AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
+_DEFAULT_PATHS = 50
+"""numPaths of a sampledShapleyAttribution that gives none (AI Platform's default)."""
 _RELOAD_RETRY_S = 5.0
 _LAST_USE_PRECISION = dt.timedelta(minutes=1)
 """How stale a version's ``lastUseTime`` may be: it is written at most once a minute."""
@@ -302,30 +305,52 @@ class PredictionService:
             NotFound: no such model or version.
             FailedPrecondition: the version is not READY or the model has no default.
         """
-        if len(raw) > self._max_request_bytes:
-            raise PayloadTooLarge(
-                f"The request body has {len(raw)} bytes; the limit is "
-                f"{self._max_request_bytes} (max_request_bytes)."
-            )
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as error:
-            if raw.strip():
-                raise InvalidArgument(f"The request body is not valid JSON: {error}.") from None
-            body = None  # empty: answered below as a body that is not an object
-        if not isinstance(body, dict):
-            raise InvalidArgument('The request body must be a JSON object {"instances": [...]}.')
-        instances = body.pop("instances", None)
-        if instances is None:
-            raise InvalidArgument("The request has no 'instances' field.")
-        if not isinstance(instances, list):
-            raise InvalidArgument("The 'instances' field must be a list.")
+        instances, body = _parse_request(raw, self._max_request_bytes)
         # the common case (a cached name, a loaded version) awaits one coroutine: the batch
         record = self._cached(project, model, version)
         if record is None:
             record = await self._resolve(project, model, version)
         predictions = await self._predict_with(record, instances, body)
         return record.name, {"predictions": predictions}
+
+    async def explain(
+        self, project: str, model: str, version: str | None, raw: bytes
+    ) -> tuple[str, dict[str, Any]]:
+        """Answer one ml v1 explain request body with ``{"explanations": [...]}`` (sampled
+        Shapley attributions, `explain_instances`) and the name of the version that answered;
+        the version needs an ``explanationConfig``.
+
+        Raises:
+            PayloadTooLarge, InvalidArgument, NotFound: as `predict`.
+            FailedPrecondition: the version has no explanationConfig, or one with a method
+                mlengine does not compute.
+        """
+        instances, options = _parse_request(raw, self._max_request_bytes)
+        record = await self._resolve(project, model, version)
+        config = record.spec.get("explanationConfig") or {}
+        if not config:
+            raise FailedPrecondition(
+                f"Version {record.name} of model {model} has no explanationConfig; create one "
+                "with --explanation-method sampled-shapley to explain its predictions."
+            )
+        method = next(iter(config))
+        if method != "sampledShapleyAttribution":
+            raise FailedPrecondition(
+                f"Version {record.name} asks for {method}, which needs the model's gradients; "
+                "mlengine computes sampledShapleyAttribution (--explanation-method "
+                "sampled-shapley) for every framework."
+            )
+        num_paths = int(config[method].get("numPaths") or _DEFAULT_PATHS)
+        metadata = await run_in_threadpool(self._explanation_metadata, record)
+
+        def predict(rows: list[Any], row_options: Mapping[str, Any]) -> Awaitable[list[Any]]:
+            return self._predict_with(record, rows, row_options)
+
+        explanations = await explain_instances(instances, predict, metadata, num_paths, options)
+        return record.name, {"explanations": explanations}
+
+    def _explanation_metadata(self, record: VersionRecord) -> dict[str, Any]:
+        return read_explanation_metadata(self.models.local_dir(record))
 
     async def predict_instances(
         self,
@@ -427,6 +452,33 @@ class _Reload:
     future: asyncio.Future[Any]
     retry_at: float
     """After a failed reload, when the next may start (monotonic seconds)."""
+
+
+def _parse_request(raw: bytes, max_bytes: int) -> tuple[list[Any], dict[str, Any]]:
+    """The instances of an ml v1 predict or explain body, and its other fields.
+
+    Raises:
+        PayloadTooLarge: over `max_bytes`.
+        InvalidArgument: not a JSON object with an ``instances`` list.
+    """
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(
+            f"The request body has {len(raw)} bytes; the limit is {max_bytes} (max_request_bytes)."
+        )
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        if raw.strip():
+            raise InvalidArgument(f"The request body is not valid JSON: {error}.") from None
+        body = None  # empty: answered below as a body that is not an object
+    if not isinstance(body, dict):
+        raise InvalidArgument('The request body must be a JSON object {"instances": [...]}.')
+    instances = body.pop("instances", None)
+    if instances is None:
+        raise InvalidArgument("The request has no 'instances' field.")
+    if not isinstance(instances, list):
+        raise InvalidArgument("The 'instances' field must be a list.")
+    return instances, body
 
 
 def _millis(moment: dt.datetime) -> int:

@@ -20,6 +20,7 @@ from mlengine.models import ModelService
 from mlengine.prediction._heap import serving_collections, settle_heap
 from mlengine.prediction._serving import PredictionService
 from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
+from mlengine.server._explain import router as explain_router
 from mlengine.server._metrics import install_metrics
 from mlengine.server._ml_v1_jobs import router as jobs_router
 from mlengine.server._ml_v1_models import router as models_router
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(jobs_router)
     app.include_router(models_router)
     app.include_router(predict_router)
+    app.include_router(explain_router)
     app.include_router(tfserving_router)
     app.include_router(v2_router)
     app.metrics = install_metrics(app)  # /metrics and /readyz

@@ -1,0 +1,135 @@
+"""Sampled Shapley attributions against models whose Shapley values are known exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlengine.errors import InvalidArgument
+from mlengine.prediction._explain import MAX_ROWS, explain_instances, read_explanation_metadata
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fake(model: Callable[[Any], Any], classifier: bool = False) -> Any:
+    """An async `predict(rows, options)` that answers `model(row)` per row; a classifier
+    refuses no probabilities request, a regressor refuses one as the built-ins do."""
+    calls: list[int] = []
+
+    async def predict(rows: list[Any], options: Mapping[str, Any]) -> list[Any]:
+        if options.get("probabilities") and not classifier:
+            raise InvalidArgument("probabilities were requested, but the model has none")
+        calls.append(len(rows))
+        return [model(row) for row in rows]
+
+    predict.calls = calls  # type: ignore[attr-defined]
+    return predict
+
+
+async def test_a_linear_model_gets_its_exact_shapley_values() -> None:
+    weights = np.array([2.0, -1.0, 0.5, 3.0])
+    predict = fake(lambda row: float(np.dot(weights, row) + 7))
+    instance = [1.0, 2.0, 3.0, 4.0]
+
+    (explanation,) = await explain_instances([instance], predict, {}, 10, {})
+
+    (label,) = explanation["attributions_by_label"]
+    assert label["label_index"] == 0 and label["output_name"] == "prediction"
+    assert label["attributions"]["features"] == pytest.approx((weights * instance).tolist())
+    assert label["example_score"] == pytest.approx(float(np.dot(weights, instance) + 7))
+    assert label["baseline_score"] == pytest.approx(7.0)  # zeros without metadata
+    assert label["approx_error"] == pytest.approx(0.0)
+    assert predict.calls == [1, 2 + 10 * 3]  # the instance; baseline, instance and the walks
+
+
+async def test_attributions_add_up_to_the_score_change_of_any_model() -> None:
+    predict = fake(lambda row: float(row[0] * row[1] + row[2] ** 2))
+    instance = [2.0, 3.0, 1.5]
+    metadata = {"inputs": {"x": {"input_baselines": [[1.0, 1.0, 1.0]]}}}
+
+    (explanation,) = await explain_instances([instance], predict, metadata, 25, {})
+
+    (label,) = explanation["attributions_by_label"]
+    values = label["attributions"]["x"]  # keyed by the metadata's input name
+    assert sum(values) == pytest.approx(label["example_score"] - label["baseline_score"])
+    assert label["baseline_score"] == pytest.approx(2.0)
+    # x0 * x1 splits its change evenly in expectation; x2**2 is all x2's
+    assert values[2] == pytest.approx(1.5**2 - 1.0)
+    assert values[0] == pytest.approx(values[1], abs=1.0)
+    again = await explain_instances([instance], predict, metadata, 25, {})
+    assert again == [explanation]  # repeatable
+
+
+async def test_a_classifier_explains_the_probability_of_the_class_it_predicts() -> None:
+    def probabilities(row: Mapping[str, float]) -> list[float]:
+        score = 1 / (1 + np.exp(-(row["a"] - row["b"])))
+        return [1 - score, score]
+
+    predict = fake(probabilities, classifier=True)
+    instances = [{"a": 3.0, "b": 0.0}, {"a": 0.0, "b": 3.0}]
+
+    first, second = await explain_instances(instances, predict, {}, 5, {})
+
+    one, zero = first["attributions_by_label"][0], second["attributions_by_label"][0]
+    assert (one["label_index"], zero["label_index"]) == (1, 0)
+    assert one["output_name"] == "probabilities"
+    assert one["attributions"]["a"] > 0 and one["attributions"]["b"] == pytest.approx(0.0)
+    assert zero["attributions"]["b"] > 0 and zero["attributions"]["a"] == pytest.approx(0.0)
+    assert one["baseline_score"] == pytest.approx(0.5)
+
+
+async def test_object_instances_take_baselines_by_feature_and_need_them_for_text() -> None:
+    predict = fake(lambda row: float(row["age"]) + (10.0 if row["city"] == "B" else 0.0))
+    metadata = {"inputs": {"city": {"input_baselines": ["A"]}}}
+
+    (explanation,) = await explain_instances([{"age": 30, "city": "B"}], predict, metadata, 4, {})
+
+    assert explanation["attributions_by_label"][0]["attributions"] == pytest.approx(
+        {"age": 30.0, "city": 10.0}
+    )
+    with pytest.raises(InvalidArgument, match="instance 0: feature 'city' is not a number"):
+        await explain_instances([{"age": 30, "city": "B"}], predict, {}, 4, {})
+
+
+@pytest.mark.parametrize(
+    ("instances", "metadata", "message"),
+    [
+        (["text"], {}, "instance 0: explanations take a list of feature values or an object"),
+        ([[1.0, 2.0]], {"inputs": {"x": {"input_baselines": [[0.0]]}}}, "baselines of 2"),
+        (
+            [[1.0]],
+            {"inputs": {"x": {"input_baselines": [[0.0]]}, "y": {"input_baselines": [[0.0]]}}},
+            "one input",
+        ),
+        ([[1.0]], {"inputs": {"x": {"input_baselines": []}}}, "non-empty 'input_baselines'"),
+        ([[0.0] * 1000] * 5, {}, f"the limit is {MAX_ROWS}"),
+    ],
+)
+async def test_instances_and_baselines_that_do_not_fit_are_refused(
+    instances: list[Any], metadata: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await explain_instances(instances, fake(lambda row: 0.0), metadata, 50, {})
+
+
+async def test_outputs_that_are_not_numbers_cannot_be_explained() -> None:
+    with pytest.raises(InvalidArgument, match="instance 0: explanations need numeric"):
+        await explain_instances([[1.0]], fake(lambda row: "setosa"), {}, 3, {})
+
+
+def test_explanation_metadata_is_read_from_the_version_directory(tmp_path: Path) -> None:
+    assert read_explanation_metadata(tmp_path) == {}
+    (tmp_path / "explanation_metadata.json").write_text('{"inputs": {"x": {}}}')
+    assert read_explanation_metadata(tmp_path) == {"inputs": {"x": {}}}
+    (tmp_path / "explanation_metadata.json").write_text("[1]")
+    with pytest.raises(InvalidArgument, match="must be an object"):
+        read_explanation_metadata(tmp_path)
