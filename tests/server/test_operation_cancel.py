@@ -34,6 +34,16 @@ def client(server: ServerProcess, settings: Settings) -> Iterator[mlengine.Clien
         yield instance
 
 
+def _slow_create(client: mlengine.Client, tmp_path: Path) -> dict[str, Any]:
+    """The pending operation of a version whose load takes `LOAD_SECONDS`."""
+    client.models.create("scaled")
+    slow = scaled_sum_package(tmp_path / "p", load_seconds=LOAD_SECONDS)
+    return client.versions.create(
+        "scaled", "v1", scaled_sum_model(tmp_path / "model"),
+        config={"predictionClass": SCALED_SUM_CLASS, "packageUris": [str(slow)]}, wait=False,
+    )  # fmt: skip
+
+
 def _cancelled(client: mlengine.Client, operation: dict[str, Any]) -> dict[str, Any]:
     ended = client.operations.get(operation["name"])
     assert ended["done"] is True
@@ -84,12 +94,7 @@ def test_cancelling_a_code_update_keeps_the_previous_code(
 def test_cancelling_a_version_create_fails_the_version(
     client: mlengine.Client, tmp_path: Path
 ) -> None:
-    client.models.create("scaled")
-    slow = scaled_sum_package(tmp_path / "p", load_seconds=LOAD_SECONDS)
-    operation = client.versions.create(
-        "scaled", "v1", scaled_sum_model(tmp_path / "model"),
-        config={"predictionClass": SCALED_SUM_CLASS, "packageUris": [str(slow)]}, wait=False,
-    )  # fmt: skip
+    operation = _slow_create(client, tmp_path)
 
     client.operations.cancel(operation["name"])
 
@@ -116,12 +121,7 @@ def test_operations_list_and_cancel_from_the_cli(
     client: mlengine.Client,
     tmp_path: Path,
 ) -> None:
-    client.models.create("scaled")
-    slow = scaled_sum_package(tmp_path / "p", load_seconds=LOAD_SECONDS)
-    operation = client.versions.create(
-        "scaled", "v1", scaled_sum_model(tmp_path / "model"),
-        config={"predictionClass": SCALED_SUM_CLASS, "packageUris": [str(slow)]}, wait=False,
-    )  # fmt: skip
+    operation = _slow_create(client, tmp_path)
     operation_id = operation["name"].rsplit("/", 1)[-1]
 
     listed = run_cli("operations", "list", "--format", "json")

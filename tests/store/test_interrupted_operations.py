@@ -44,7 +44,8 @@ def _orphan(models: ModelService, operation_name: str) -> None:
         )
 
 
-def test_interrupted_create_and_update_end(models: ModelService, tmp_path: Path) -> None:
+def _ready_version(models: ModelService, tmp_path: Path) -> tuple[Path, Path]:
+    """Model ``m`` with ``v1`` READY (its load faked); its origin and a package file."""
     origin = tmp_path / "model"
     origin.mkdir()
     (origin / "model.joblib").write_bytes(b"files")
@@ -55,6 +56,11 @@ def test_interrupted_create_and_update_end(models: ModelService, tmp_path: Path)
         "p", "m", {"name": "v1", "deploymentUri": str(origin)}
     )
     models.build(record, operation, lambda version, directory: "SCIKIT_LEARN")
+    return origin, package
+
+
+def test_interrupted_create_and_update_end(models: ModelService, tmp_path: Path) -> None:
+    origin, package = _ready_version(models, tmp_path)
     before = models.get_version("p", "m", "v1")
     updating, pending = models.patch_version(
         "p", "m", "v1", {"packageUris": [str(package)]}, "packageUris"
@@ -86,16 +92,7 @@ def test_interrupted_create_and_update_end(models: ModelService, tmp_path: Path)
 def test_an_update_interrupted_after_its_commit_ends_with_the_new_version(
     models: ModelService, tmp_path: Path
 ) -> None:
-    origin = tmp_path / "model"
-    origin.mkdir()
-    (origin / "model.joblib").write_bytes(b"files")
-    package = tmp_path / "code-0.1.tar.gz"
-    package.write_bytes(b"a package")
-    models.create_model("p", {"name": "m"})
-    _, record, operation = models.create_version(
-        "p", "m", {"name": "v1", "deploymentUri": str(origin)}
-    )
-    models.build(record, operation, lambda version, directory: "SCIKIT_LEARN")
+    _, package = _ready_version(models, tmp_path)
     updating, pending = models.patch_version(
         "p", "m", "v1", {"packageUris": [str(package)]}, "packageUris"
     )
