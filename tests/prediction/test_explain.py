@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from mlengine.errors import InvalidArgument
-from mlengine.prediction._explain import MAX_ROWS, explain_instances, read_explanation_metadata
+from mlengine.prediction._explain import (
+    MAX_ROWS,
+    explain_instances,
+    integrated_gradients,
+    read_explanation_metadata,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +138,60 @@ def test_explanation_metadata_is_read_from_the_version_directory(tmp_path: Path)
     (tmp_path / "explanation_metadata.json").write_text("[1]")
     with pytest.raises(InvalidArgument, match="must be an object"):
         read_explanation_metadata(tmp_path)
+
+
+def gradient_fake(weights: np.ndarray) -> Any:
+    """f(x) = sum(w * x**2) with its gradient 2 w x under ``input_gradients``."""
+
+    async def predict(rows: list[Any], options: Mapping[str, Any]) -> list[Any]:
+        points = np.asarray(rows, dtype=np.float64)
+        if options.get("input_gradients") is not None:
+            assert options["input_gradients"] == 0
+            return list(2 * weights * points)
+        return [float(np.sum(weights * row)) for row in points**2]
+
+    return predict
+
+
+async def test_integrated_gradients_of_a_quadratic_are_exact() -> None:
+    weights = np.array([1.0, -2.0, 0.5])
+    instance, baseline = [1.0, 2.0, 3.0], [0.5, 0.0, 1.0]
+    metadata = {"inputs": {"x": {"input_baselines": [baseline]}}}
+
+    (explanation,) = await integrated_gradients(
+        [instance], gradient_fake(weights), metadata, 16, {}
+    )
+
+    (label,) = explanation["attributions_by_label"]
+    expected = weights * (np.square(instance) - np.square(baseline))
+    assert label["attributions"]["x"] == pytest.approx(expected.tolist())
+    assert label["approx_error"] == pytest.approx(0.0, abs=1e-12)
+    assert label["example_score"] - label["baseline_score"] == pytest.approx(expected.sum())
+
+
+async def test_integrated_gradients_keep_the_shape_of_nested_instances() -> None:
+    weights = np.ones((2, 2))
+    (explanation,) = await integrated_gradients(
+        [[[1.0, 2.0], [3.0, 4.0]]], gradient_fake(weights), {}, 4, {}
+    )
+    values = explanation["attributions_by_label"][0]["attributions"]["features"]
+    assert np.allclose(values, [[1.0, 4.0], [9.0, 16.0]])  # zeros baseline: x**2
+
+
+@pytest.mark.parametrize(
+    ("instances", "metadata", "message"),
+    [
+        ([{"a": 1.0}], {}, "instance 0: integrated gradients take lists of numbers"),
+        ([["a", "b"]], {}, "instance 0: integrated gradients take \\(nested\\) lists"),
+        (
+            [[[1.0, 2.0]]],
+            {"inputs": {"x": {"input_baselines": [[[1.0]]]}}},
+            "instance 0: its shape \\[1, 2\\] needs baselines of that shape",
+        ),
+    ],
+)
+async def test_integrated_gradients_refuse_what_they_cannot_explain(
+    instances: list[Any], metadata: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await integrated_gradients(instances, gradient_fake(np.ones(2)), metadata, 4, {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,8 +129,8 @@ def test_explain_refusals(client: mlengine.Client, server: ServerProcess, tmp_pa
     client.versions.create("plain", "shap", directory, config={"explanationConfig": SHAPLEY})
     with pytest.raises(InvalidArgument, match="has no explanationConfig"):
         client.explain("plain", [[1, 2, 3, 4]])
-    with pytest.raises(InvalidArgument, match="integratedGradientsAttribution"):
-        client.explain("plain", [[1, 2, 3, 4]], version="ig")
+    with pytest.raises(InvalidArgument, match="integratedGradientsAttribution, which needs"):
+        client.explain("plain", [[1, 2, 3, 4]], version="ig")  # a scikit-learn model
     with pytest.raises(InvalidArgument, match="instance 1"):
         client.explain("plain", [[1, 2, 3, 4], [1, 2]], version="shap")
     url = f"{server.url}/v1/projects/default/models"
@@ -162,3 +163,45 @@ def test_explain_from_the_cli(
                     "--region", "us-central1")  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert "EXAMPLE_SCORE" in table.stdout and "BASELINE_SCORE" in table.stdout
+
+
+@pytest.mark.parametrize("file", ["model.pt2", "model.pt"])
+def test_integrated_gradients_of_a_pytorch_model(
+    client: mlengine.Client, tmp_path: Path, file: str
+) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).eval()
+    directory = tmp_path / "torch"
+    directory.mkdir()
+    if file == "model.pt2":
+        program = torch.export.export(
+            model, (torch.zeros(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+        )
+        torch.export.save(program, directory / file)
+    else:
+        with warnings.catch_warnings():  # TorchScript is deprecated, and still served
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.trace(model, torch.zeros(2, 4)), directory / file)
+    client.models.create("torch")
+    config = {"explanationConfig": {"integratedGradientsAttribution": {"numIntegralSteps": 64}}}
+    client.versions.create("torch", "v1", directory, config=config)
+    row = [0.5, -1.0, 2.0, 0.25]
+
+    (explanation,) = client.explain("torch", [row])
+
+    (label,) = explanation["attributions_by_label"]
+    with torch.no_grad():
+        outputs = model(torch.tensor([row, [0.0] * 4])).numpy()
+    predicted = int(np.argmax(outputs[0]))
+    assert label["label_index"] == predicted
+    assert label["example_score"] == pytest.approx(float(outputs[0][predicted]), abs=1e-5)
+    assert label["baseline_score"] == pytest.approx(float(outputs[1][predicted]), abs=1e-5)
+    values = label["attributions"]["features"]
+    assert sum(values) == pytest.approx(outputs[0][predicted] - outputs[1][predicted], abs=1e-3)
+    assert label["approx_error"] < 1e-2  # completeness, from 64 steps on a smooth model
+    # the gradients also answer as a predict option
+    (gradient,) = client.predict("torch", [row], input_gradients=predicted)
+    point = torch.tensor([row], requires_grad=True)
+    model(point)[0, predicted].backward()
+    assert gradient == pytest.approx(point.grad[0].tolist(), abs=1e-5)

@@ -32,11 +32,20 @@ from mlengine.errors import (
 from mlengine.jobs._environment import TrainerEnvironments
 from mlengine.jobs._service import now_utc
 from mlengine.models import CodeUpdate, ModelService, batching_labels
-from mlengine.prediction._explain import explain_instances, read_explanation_metadata
+from mlengine.prediction._explain import (
+    explain_instances,
+    integrated_gradients,
+    read_explanation_metadata,
+)
 from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
-from mlengine.prediction.predictors import Predictor, decode_b64, load_predictor
+from mlengine.prediction.predictors import (
+    PREPROCESSOR_FILE,
+    Predictor,
+    decode_b64,
+    load_predictor,
+)
 from mlengine.store import OperationRecord, VersionRecord
 from mlengine.store._artifacts import fetch_file
 
@@ -49,7 +58,9 @@ _RESOLVE_TTL_S = 1.0
 _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 """AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
 _DEFAULT_PATHS = 50
-"""numPaths of a sampledShapleyAttribution that gives none (AI Platform's default)."""
+"""numPaths / numIntegralSteps of an explanationConfig that gives none (AI Platform's default)."""
+_GRADIENT_FRAMEWORKS = frozenset({"PYTORCH"})
+"""Frameworks whose predictor answers ``input_gradients`` (integrated gradients)."""
 _RELOAD_RETRY_S = 5.0
 _LAST_USE_PRECISION = dt.timedelta(minutes=1)
 """How stale a version's ``lastUseTime`` may be: it is written at most once a minute."""
@@ -334,23 +345,39 @@ class PredictionService:
                 "with --explanation-method sampled-shapley to explain its predictions."
             )
         method = next(iter(config))
-        if method != "sampledShapleyAttribution":
+        metadata, preprocessed = await run_in_threadpool(self._explanation_metadata, record)
+        framework = record.spec.get("framework")
+        if method == "integratedGradientsAttribution" and (
+            framework not in _GRADIENT_FRAMEWORKS or preprocessed
+        ):
             raise FailedPrecondition(
-                f"Version {record.name} asks for {method}, which needs the model's gradients; "
-                "mlengine computes sampledShapleyAttribution (--explanation-method "
-                "sampled-shapley) for every framework."
+                f"Version {record.name} asks for integratedGradientsAttribution, which needs "
+                f"the gradients of a PyTorch model that takes the instances as they are; this "
+                f"version is {framework or 'a custom prediction routine'}"
+                + (" with a preprocessor.joblib" if preprocessed else "")
+                + ": use --explanation-method sampled-shapley."
             )
-        num_paths = int(config[method].get("numPaths") or _DEFAULT_PATHS)
-        metadata = await run_in_threadpool(self._explanation_metadata, record)
+        if method == "xraiAttribution":
+            raise FailedPrecondition(
+                f"Version {record.name} asks for xraiAttribution (image regions), which mlengine "
+                "does not compute: use integrated-gradients or sampled-shapley."
+            )
 
         def predict(rows: list[Any], row_options: Mapping[str, Any]) -> Awaitable[list[Any]]:
             return self._predict_with(record, rows, row_options)
 
-        explanations = await explain_instances(instances, predict, metadata, num_paths, options)
+        if method == "integratedGradientsAttribution":
+            steps = int(config[method].get("numIntegralSteps") or _DEFAULT_PATHS)
+            explanations = await integrated_gradients(instances, predict, metadata, steps, options)
+        else:
+            paths = int(config[method].get("numPaths") or _DEFAULT_PATHS)
+            explanations = await explain_instances(instances, predict, metadata, paths, options)
         return record.name, {"explanations": explanations}
 
-    def _explanation_metadata(self, record: VersionRecord) -> dict[str, Any]:
-        return read_explanation_metadata(self.models.local_dir(record))
+    def _explanation_metadata(self, record: VersionRecord) -> tuple[dict[str, Any], bool]:
+        """The version's explanation metadata, and whether it has a preprocessor."""
+        directory = self.models.local_dir(record)
+        return read_explanation_metadata(directory), (directory / PREPROCESSOR_FILE).is_file()
 
     async def predict_instances(
         self,

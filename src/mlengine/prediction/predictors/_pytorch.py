@@ -112,13 +112,18 @@ class PyTorchPredictor(Predictor):
         return cls(module, [TensorInput("input", None, np.float32)], model_dir, torchscript=True)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
-        """The model's outputs, one per instance (``probabilities`` does not apply).
+        """The model's outputs, one per instance (``probabilities`` does not apply). With
+        ``input_gradients=K``: instead, the gradient of each instance's output ``K`` (of its
+        flattened output) with respect to the instance, shaped as the instance (integrated
+        gradients use it).
 
         Raises:
             PredictionError: a malformed instance, or the model raised.
         """
         if len(instances) == 0:
             return []
+        if kwargs.get("input_gradients") is not None:
+            return self._input_gradients(instances, kwargs["input_gradients"])
         torch = _torch()
         arrays = input_arrays(instances, self.inputs, _LIBRARY)
         try:
@@ -127,6 +132,32 @@ class PyTorchPredictor(Predictor):
         except Exception as error:
             raise PredictionError.during(_LIBRARY, self._detail(error)) from error
         return per_instance(_to_numpy(outputs, torch), len(instances), _LIBRARY)
+
+    def _input_gradients(self, instances: list[Any], output: Any) -> list[Any]:
+        if len(self.inputs) != 1:
+            raise PredictionError(
+                "Prediction failed: input gradients need a model with one input; this one has "
+                f"{len(self.inputs)}."
+            )
+        if isinstance(output, bool) or not isinstance(output, int) or output < 0:
+            raise PredictionError(
+                f"Prediction failed: input_gradients must be an output index >= 0; got {output!r}."
+            )
+        torch = _torch()
+        (array,) = input_arrays(instances, self.inputs, _LIBRARY).values()
+        tensor = torch.from_numpy(np.asarray(array, dtype=np.float32)).requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                outputs = self.module(tensor)
+                if not isinstance(outputs, torch.Tensor):
+                    raise TypeError("the model's output is not one tensor")
+                flat = outputs.reshape(len(instances), -1)
+                if output >= flat.shape[1]:
+                    raise IndexError(f"output {output} of {flat.shape[1]}")
+                (gradient,) = torch.autograd.grad(flat[:, output].sum(), tensor)
+        except Exception as error:
+            raise PredictionError.during(_LIBRARY, self._detail(error)) from error
+        return list(gradient.detach().numpy().astype(np.float64))
 
     def _detail(self, error: BaseException) -> str:
         if self.torchscript:  # the interpreter's traceback first, the actual error last
