@@ -6,7 +6,8 @@ installed, Keras would pick TensorFlow, which is slower to start). The model is 
 numbers; a model with several takes objects keyed by input name. A single output gives one row
 per instance; several give one object per instance keyed by output name. The model's outputs are
 returned as they are (a softmax output already holds probabilities): ``probabilities`` does not
-apply.
+apply. ``input_gradients=K`` answers each instance's gradient of output ``K`` instead (torch and
+TensorFlow backends; integrated gradients use it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from mlengine.prediction.predictors._base import (
     inputs_example,
     load_failure,
     per_instance,
+)
+from mlengine.prediction.predictors._gradients import (
+    check_output_index,
+    tensorflow_input_gradients,
+    torch_input_gradients,
 )
 
 __all__ = ["KerasPredictor"]
@@ -98,6 +104,8 @@ class KerasPredictor(Predictor):
         if len(instances) == 0:
             return []
         arrays = input_arrays(instances, self.inputs, _LIBRARY)
+        if kwargs.get("input_gradients") is not None:
+            return self._input_gradients(arrays, kwargs["input_gradients"])
         try:
             outputs = self._call(arrays)
         except Exception as error:
@@ -108,6 +116,23 @@ class KerasPredictor(Predictor):
             else:
                 outputs = tuple(outputs)
         return per_instance(outputs, len(instances), _LIBRARY)
+
+    def _input_gradients(self, arrays: dict[str, np.ndarray], output: Any) -> list[Any]:
+        """Per instance, the gradient of its output `output` with respect to it."""
+        index = check_output_index(output, len(arrays))
+        (array,) = arrays.values()
+        gradients = {"torch": torch_input_gradients, "tensorflow": tensorflow_input_gradients}
+        if self.backend not in gradients:
+            raise PredictionError(
+                f"Prediction failed: input gradients need Keras on the torch or tensorflow "
+                f"backend; this one runs on {self.backend}."
+            )
+        try:
+            return gradients[self.backend](
+                lambda tensor: self.model(tensor, training=False), array, index
+            )
+        except Exception as error:
+            raise PredictionError.during(_LIBRARY, error_detail(error)) from error
 
     def _call(self, arrays: dict[str, np.ndarray]) -> Any:
         if self.backend == "torch":

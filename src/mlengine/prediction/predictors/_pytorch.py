@@ -37,6 +37,7 @@ from mlengine.prediction.predictors._base import (
     load_failure,
     per_instance,
 )
+from mlengine.prediction.predictors._gradients import check_output_index, torch_input_gradients
 
 __all__ = ["PyTorchPredictor"]
 
@@ -134,30 +135,12 @@ class PyTorchPredictor(Predictor):
         return per_instance(_to_numpy(outputs, torch), len(instances), _LIBRARY)
 
     def _input_gradients(self, instances: list[Any], output: Any) -> list[Any]:
-        if len(self.inputs) != 1:
-            raise PredictionError(
-                "Prediction failed: input gradients need a model with one input; this one has "
-                f"{len(self.inputs)}."
-            )
-        if isinstance(output, bool) or not isinstance(output, int) or output < 0:
-            raise PredictionError(
-                f"Prediction failed: input_gradients must be an output index >= 0; got {output!r}."
-            )
-        torch = _torch()
+        index = check_output_index(output, len(self.inputs))
         (array,) = input_arrays(instances, self.inputs, _LIBRARY).values()
-        tensor = torch.from_numpy(np.asarray(array, dtype=np.float32)).requires_grad_(True)
         try:
-            with torch.enable_grad():
-                outputs = self.module(tensor)
-                if not isinstance(outputs, torch.Tensor):
-                    raise TypeError("the model's output is not one tensor")
-                flat = outputs.reshape(len(instances), -1)
-                if output >= flat.shape[1]:
-                    raise IndexError(f"output {output} of {flat.shape[1]}")
-                (gradient,) = torch.autograd.grad(flat[:, output].sum(), tensor)
+            return torch_input_gradients(self.module, array, index)
         except Exception as error:
             raise PredictionError.during(_LIBRARY, self._detail(error)) from error
-        return list(gradient.detach().numpy().astype(np.float64))
 
     def _detail(self, error: BaseException) -> str:
         if self.torchscript:  # the interpreter's traceback first, the actual error last
