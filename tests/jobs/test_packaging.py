@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -183,8 +184,16 @@ def test_package_digest_covers_names_contents_and_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["t-1.0.tar.gz", "t-1.0.zip", "t-1.0-py3-none-any.whl"])
 def test_validate_package_files_accepts_known_formats(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
-    path.write_bytes(b"x")
+    if name.endswith(".tar.gz"):
+        with tarfile.open(path, "w:gz"):
+            pass
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("t/__init__.py", "")
     assert validate_package_files([str(path)]) == [path]
+    path.write_bytes(b"x")  # the name, but not the archive, of a package
+    with pytest.raises(InvalidArgument, match=f"{name} is not a .*archive"):
+        validate_package_files([path])
 
 
 def test_validate_package_files_rejects_other_suffixes(tmp_path: Path) -> None:

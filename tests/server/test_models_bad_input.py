@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import shlex
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,7 +115,9 @@ def api(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (broken / "model.joblib").write_bytes(b"not a pickle")
     (files / "empty").mkdir()
     (files / "a-file").write_text("not a directory")
-    (files / "package.tar.gz").write_bytes(b"not really a package")
+    with tarfile.open(files / "package.tar.gz", "w:gz"):  # an archive pip never gets to see
+        pass
+    (files / "junk-0.1.tar.gz").write_bytes(b"not really a package")
     paths = {
         "origin": str(origin),
         "broken": str(broken),
@@ -635,6 +638,13 @@ def test_patch_version_refuses_bad_masks_and_fields(
             "'packageUris[1]' field of Version",
         ),
         ("v1", "packageUris", {"packageUris": ["nosuchfs://b/p.whl"]}, BAD, "'packageUris[0]'"),
+        (
+            "v1",
+            "packageUris",
+            {"packageUris": ["{files}/junk-0.1.tar.gz"]},
+            BAD,
+            "'packageUris[0]' field of Version must be an sdist",
+        ),
         (
             "v1",
             "description,predictionClass",

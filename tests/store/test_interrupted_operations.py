@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def _ready_version(models: ModelService, tmp_path: Path) -> tuple[Path, Path]:
     origin.mkdir()
     (origin / "model.joblib").write_bytes(b"files")
     package = tmp_path / "code-0.1.tar.gz"
-    package.write_bytes(b"a package")
+    with tarfile.open(package, "w:gz"):  # an (empty) sdist archive: never installed here
+        pass
     models.create_model("p", {"name": "m"})
     _, record, operation = models.create_version(
         "p", "m", {"name": "v1", "deploymentUri": str(origin)}

@@ -27,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import textwrap
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -204,8 +205,29 @@ def validate_package_files(paths: Sequence[str | Path]) -> list[Path]:
             )
         if not path.is_file():
             raise InvalidArgument(f"The package file {path} does not exist.")
+        if not is_package_archive(path):
+            raise InvalidArgument(
+                f"The package file {path} is not a {_ARCHIVE_KIND[path.name.endswith('.tar.gz')]}."
+            )
         checked.append(path)
     return checked
+
+
+_ARCHIVE_KIND = {True: "gzip-compressed tar archive (an sdist)", False: "zip archive"}
+
+
+def is_package_archive(path: Path) -> bool:
+    """Whether the package file `path` is the archive its name says: a ``.tar.gz`` a
+    gzip-compressed tar file, a ``.zip`` or ``.whl`` a zip file (pip would fail on it later
+    with its own traceback)."""
+    if path.name.endswith(".tar.gz"):
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                archive.next()
+        except (tarfile.TarError, OSError, EOFError):
+            return False
+        return True
+    return zipfile.is_zipfile(path)
 
 
 def _build_with_setup_py(project: Path, out: Path, scratch: Path) -> None:

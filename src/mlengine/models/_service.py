@@ -29,6 +29,7 @@ from mlengine.errors import (
     NotFound,
     invalid_field,
 )
+from mlengine.jobs._packaging import is_package_archive
 from mlengine.jobs._resource import validate_labels
 from mlengine.jobs._service import new_etag, now_utc, validate_project
 from mlengine.models._artifacts import copy_version_files, is_local, local_copy, local_path
@@ -437,10 +438,25 @@ class ModelService:
                 )
         return record
 
+    def begin_delete(self, record: VersionRecord) -> None:
+        """Mark a version that `check_deletable` gave DELETING, unless it changed state
+        meanwhile (a code update that began since, say).
+
+        Raises:
+            FailedPrecondition: it is no longer in the state it was checked in.
+            NotFound: it was deleted meanwhile.
+        """
+        if not self.registry.update_version(
+            record.project, record.model, record.name, from_states={record.state},
+            state="DELETING",
+        ):  # fmt: skip
+            raise FailedPrecondition(
+                f"Version {record.name} changed state meanwhile; try again when it ends."
+            )
+
     def delete_version(self, record: VersionRecord) -> dict[str, Any]:
-        """Delete a version (the caller has drained its in-flight requests); returns a
-        finished DELETE_VERSION operation."""
-        self.registry.update_version(record.project, record.model, record.name, state="DELETING")
+        """Delete a version that `begin_delete` marked (the caller has drained its in-flight
+        requests); returns a finished DELETE_VERSION operation."""
         snapshot = version_resource(record, is_default=False)
         self.registry.delete_version(record.project, record.model, record.name)
         if record.artifact_uri:
@@ -566,44 +582,51 @@ class ModelService:
             self._end_update(candidate, operation, f"{type(error).__name__}: {error}")
             return False
         spec = _with_framework(candidate.spec, framework)
-        changed = self.registry.update_version(
-            candidate.project, candidate.model, candidate.name, from_states={"UPDATING"},
-            state="READY", spec=spec, revision_time=candidate.revision_time, etag=new_etag(),
+        changed = self.registry.commit_version_update(
+            operation, state="READY", spec=spec, revision_time=candidate.revision_time,
+            etag=new_etag(),
         )  # fmt: skip
-        if not changed:
+        if not changed:  # cancelled (perhaps with another update begun since), or deleted
             self._end_update(candidate, operation, "The version changed meanwhile.")
             return False
         return True
 
     def finish_code_update(self, update: CodeUpdate) -> None:
-        """End the operation of a code update that `update_code` made, with the Version."""
+        """End the operation of a code update that `update_code` made, with the Version (or,
+        when the version was deleted since, with that error)."""
         candidate = update.candidate
+        try:
+            version = self.get_version(candidate.project, candidate.model, candidate.name)
+        except NotFound as error:
+            self.registry.finish_operation(
+                candidate.project, update.operation.operation_id, end_time=now_utc(),
+                error={"code": 5, "message": error.message, "details": []},
+            )  # fmt: skip
+            return
         self.registry.finish_operation(
             candidate.project,
             update.operation.operation_id,
             end_time=now_utc(),
-            response={
-                "@type": _VERSION_TYPE,
-                **self.get_version(candidate.project, candidate.model, candidate.name),
-            },
+            response={"@type": _VERSION_TYPE, **version},
         )
 
     def _end_update(self, record: VersionRecord, operation: OperationRecord, message: str) -> None:
-        """A failed code update: the version READY with its previous code, the operation
-        ended with `message`."""
-        self.registry.update_version(
-            record.project, record.model, record.name, from_states={"UPDATING"}, state="READY"
-        )
-        self.registry.finish_operation(
-            record.project,
-            operation.operation_id,
-            end_time=now_utc(),
-            error={
-                "code": 3,
-                "message": f"{message} The version keeps its previous code.",
-                "details": [],
-            },
-        )
+        """A failed code update, if its operation is still pending: the operation ended with
+        `message` and, in the same transaction, the version READY with its previous code. An
+        operation ended meanwhile (cancelled: the version may be UPDATING for another update
+        by now) is left as it is, and so is the version."""
+        error = {
+            "code": 3,
+            "message": f"{message} The version keeps its previous code.",
+            "details": [],
+        }
+        now = now_utc()
+        if not self.registry.end_version_operation(
+            operation, from_state="UPDATING", end_time=now, error=error, state="READY"
+        ):  # the version is not UPDATING (deleted, say): end the operation if still pending
+            self.registry.finish_operation(
+                record.project, operation.operation_id, end_time=now, error=error
+            )
 
     # -- operations -----------------------------------------------------------------------
     def get_operation(self, project: str, operation_id: str) -> dict[str, Any]:
@@ -662,7 +685,7 @@ class ModelService:
             "UPDATE_VERSION": ("UPDATING", {"state": "READY"}),
         }
         transition = transitions.get(operation.operation_type)
-        if operation.done or transition is None or not self.registry.cancel_version_operation(
+        if operation.done or transition is None or not self.registry.end_version_operation(
             operation, from_state=transition[0], end_time=now_utc(), error=error,
             **transition[1],
         ):  # fmt: skip
@@ -685,7 +708,11 @@ class ModelService:
                 record = self.registry.get_version(
                     operation.project, operation.model, operation.version
                 )
-            except NotFound:
+            except NotFound as error:  # deleted since: nothing left to do but say so
+                self.registry.finish_operation(
+                    operation.project, operation.operation_id, end_time=now_utc(),
+                    error={"code": 5, "message": error.message, "details": []},
+                )  # fmt: skip
                 continue
             if kind == "CREATE_VERSION":
                 self._fail(record, operation, "The server creating this version stopped; "
@@ -835,6 +862,10 @@ def _check_local_files(spec: Mapping[str, Any], check_origin: bool = True) -> No
     for field, uri in _indexed("packageUris", spec):
         if is_local(uri) and not local_path(uri).is_file():
             raise invalid_field(field, "Version", "a package file that exists", uri)
+        if is_local(uri) and not is_package_archive(local_path(uri)):
+            raise invalid_field(
+                field, "Version", "an sdist (.tar.gz) or wheel/zip archive pip can install", uri
+            )
 
 
 def _indexed(field: str, spec: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -17,13 +17,14 @@ zeros for numeric features.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlengine.errors import InvalidArgument
 
@@ -51,8 +52,8 @@ def read_explanation_metadata(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        metadata = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        metadata = orjson.loads(path.read_bytes())  # nesting is bounded, unlike json's
+    except (OSError, orjson.JSONDecodeError) as error:
         raise InvalidArgument(f"The version's {METADATA_FILE} cannot be read: {error}.") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("inputs", {}), dict):
         raise InvalidArgument(f"The version's {METADATA_FILE} must be an object with 'inputs'.")
@@ -84,11 +85,21 @@ def baselines_for(instance: Any, metadata: Mapping[str, Any], index: int) -> lis
                     f"instance {index}: its {len(instance)} features need baselines of "
                     f"{len(instance)} values in {METADATA_FILE}; got {baseline!r}."
                 )
+            if not _finite_numbers(baseline):
+                raise InvalidArgument(
+                    f"The input_baselines of {METADATA_FILE} must hold finite numbers for list "
+                    f"instances; got {baseline!r}."
+                )
         return baselines
     if isinstance(instance, dict):
         by_key: dict[str, Any] = {}
         for key, value in instance.items():
             given = _input_baselines(key, inputs.get(key) or {})
+            if given and _is_number(value) and not _finite_numbers([given[0]]):
+                raise InvalidArgument(
+                    f"The input_baselines of {key!r} in {METADATA_FILE} must be a finite number "
+                    f"(instance {index} gives a number); got {given[0]!r}."
+                )
             if given:
                 by_key[key] = given[0]
             elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -103,6 +114,15 @@ def baselines_for(instance: Any, metadata: Mapping[str, Any], index: int) -> lis
         f"instance {index}: explanations take a list of feature values or an object of "
         f"features; got {type(instance).__name__}."
     )
+
+
+def _finite_numbers(values: list[Any]) -> bool:
+    """Whether `values` is a (nested) list of finite numbers."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(array).all())
 
 
 def _input_baselines(name: str, spec: Any) -> list[Any]:
@@ -133,6 +153,8 @@ class ShapleyPlan:
             list(range(len(instance))) if isinstance(instance, list) else list(instance)
         )
         count = len(features)
+        if count <= 1:
+            num_paths = 1  # one feature (or none) takes the whole change: nothing to sample
         rng = np.random.default_rng(_SEED)
         orders = np.array([rng.permutation(count) for _ in range(num_paths)]).reshape(
             num_paths, count
@@ -216,7 +238,7 @@ async def explain_instances(
         label, name = _explained_output(outputs[index], index, "probabilities" in scored)
         results = []
         for baseline in baselines:
-            plan = ShapleyPlan.build(instance, baseline, num_paths)
+            plan = await asyncio.to_thread(ShapleyPlan.build, instance, baseline, num_paths)
             scores = [_score(output, label, index) for output in await predict(plan.rows, scored)]
             mean, error = attributions(plan, scores)
             results.append((mean, error, scores[0], scores[1]))
@@ -317,8 +339,9 @@ async def integrated_gradients(
         for baseline in baselines:
             start = _baseline_array(baseline, point, index, bool(metadata.get("inputs")))
             path = start + alphas.reshape((-1,) + (1,) * point.ndim) * (point - start)
+            rows = await asyncio.to_thread(path.tolist)  # large for images: off the loop
             gradients = np.asarray(
-                await predict(path.tolist(), {**options, "input_gradients": label or 0}),
+                await predict(rows, {**options, "input_gradients": label or 0}),
                 dtype=np.float64,
             ).reshape(path.shape)
             values = (point - start) * gradients.mean(axis=0)

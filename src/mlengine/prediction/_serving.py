@@ -219,8 +219,10 @@ class PredictionService:
         self.forget(record.project, record.model)
 
     async def delete_version(self, project: str, model: str, version: str) -> dict[str, Any]:
-        """Drain the version's in-flight requests, then delete it."""
+        """Mark the version DELETING (refused if it is busy, or changed since it was checked),
+        drain its in-flight requests, then delete it."""
         record = await run_in_threadpool(self.models.check_deletable, project, model, version)
+        await run_in_threadpool(self.models.begin_delete, record)
         self.forget(project, model)
         await self.loaded.evict((project, model, version))
         return await run_in_threadpool(self.models.delete_version, record)

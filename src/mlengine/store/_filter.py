@@ -9,7 +9,10 @@ from mlengine.errors import InvalidArgument
 
 __all__ = ["FilterTerm", "parse_filter"]
 
-_TERM = re.compile(r"^(?P<field>[A-Za-z][A-Za-z0-9_.]*)(?P<op>:|=)(?P<value>.+)$")
+_TERM = re.compile(
+    r"^(?P<field>[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?P<op>:|=)(?P<value>.+)$"
+)
+"""``FIELD:VALUE`` (or ``=``): dotted field names without empty parts."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +56,7 @@ def parse_filter(text: str | None, fields: frozenset[str]) -> list[FilterTerm]:
                 f"Unsupported filter term {token!r}: use FIELD:VALUE terms joined by AND "
                 f"(VALUE may end in * for a prefix match)."
             )
-        field, value = match["field"], match["value"].strip('"')
+        field, value = match["field"], _unquoted(match["value"], token)
         base = field.split(".", 1)[0] if field.startswith("labels.") else field
         if base not in fields or field == "labels":
             raise InvalidArgument(
@@ -63,3 +66,19 @@ def parse_filter(text: str | None, fields: frozenset[str]) -> list[FilterTerm]:
         prefix = value.endswith("*")
         terms.append(FilterTerm(field, value.rstrip("*") if prefix else value, prefix))
     return terms
+
+
+def _unquoted(value: str, token: str) -> str:
+    """`value` without the double quotes around it; a quote anywhere else is refused.
+
+    Raises:
+        InvalidArgument: an unbalanced or inner double quote.
+    """
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if '"' in value:
+        raise InvalidArgument(
+            f"Unsupported filter term {token!r}: a quoted value must be one word in double "
+            'quotes, e.g. name:"census".'
+        )
+    return value

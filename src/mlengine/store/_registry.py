@@ -408,7 +408,38 @@ class RegistryStore:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def cancel_version_operation(
+    def commit_version_update(self, operation: OperationRecord, **version_changes: Any) -> bool:
+        """Apply `version_changes` to the UPDATING version of a pending UPDATE_VERSION
+        `operation`, in one statement that also checks the operation is still not done (not
+        cancelled: the version may be UPDATING again for another update). Returns whether it
+        was applied."""
+        for key in _TIMES:
+            if key in version_changes:
+                version_changes[key] = _naive_utc(version_changes[key])
+        pending = (
+            select(OperationRow.operation_id)
+            .where(
+                OperationRow.project == operation.project,
+                OperationRow.operation_id == operation.operation_id,
+                OperationRow.done.is_(False),
+            )
+            .exists()
+        )
+        with self.metadata._session() as session:
+            result = session.execute(
+                update(VersionRow)
+                .where(
+                    VersionRow.project == operation.project,
+                    VersionRow.model == operation.model,
+                    VersionRow.name == operation.version,
+                    VersionRow.state == "UPDATING",
+                    pending,
+                )
+                .values(**version_changes)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def end_version_operation(
         self,
         operation: OperationRecord,
         *,
