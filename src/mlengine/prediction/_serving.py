@@ -59,7 +59,7 @@ _B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
 """AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
 _DEFAULT_PATHS = 50
 """numPaths / numIntegralSteps of an explanationConfig that gives none (AI Platform's default)."""
-_GRADIENT_FRAMEWORKS = frozenset({"PYTORCH", "KERAS"})
+_GRADIENT_FRAMEWORKS = frozenset({"PYTORCH", "KERAS", "TENSORFLOW"})
 """Frameworks whose predictor answers ``input_gradients`` (integrated gradients)."""
 _RELOAD_RETRY_S = 5.0
 _LAST_USE_PRECISION = dt.timedelta(minutes=1)
@@ -354,8 +354,8 @@ class PredictionService:
         ):
             raise FailedPrecondition(
                 f"Version {record.name} asks for integratedGradientsAttribution, which needs "
-                "the gradients of a PyTorch or Keras model that takes the instances as they "
-                f"are; this version is {framework or 'a custom prediction routine'}"
+                "the gradients of a PyTorch, Keras or TensorFlow model that takes the instances "
+                f"as they are; this version is {framework or 'a custom prediction routine'}"
                 + (" with a preprocessor.joblib" if preprocessed else "")
                 + ": use --explanation-method sampled-shapley."
             )

@@ -11,7 +11,12 @@ import pytest
 
 from mlengine.prediction.predictors import load_predictor
 from mlengine.prediction.predictors._base import PredictionError
-from tests.prediction.predictors.conftest import build_keras, build_pytorch_pt2, iris_data
+from tests.prediction.predictors.conftest import (
+    build_keras,
+    build_pytorch_pt2,
+    build_tensorflow,
+    iris_data,
+)
 
 ROWS = iris_data()[0][[0, 60, 120]].astype(np.float64)
 
@@ -32,6 +37,7 @@ def _finite_differences(predictor: object, output: int, step: float = 1e-2) -> n
     [
         pytest.param(build_pytorch_pt2, id="pytorch-pt2"),
         pytest.param(build_keras, id="keras", marks=pytest.mark.slow),
+        pytest.param(build_tensorflow, id="tensorflow", marks=pytest.mark.slow),
     ],
 )
 def test_input_gradients_match_finite_differences(build: object, tmp_path: Path) -> None:

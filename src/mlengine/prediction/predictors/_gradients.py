@@ -68,6 +68,8 @@ def tensorflow_input_gradients(
         outputs = call(tensor)
         if not tf.is_tensor(outputs):
             raise TypeError("the model's output is not one tensor")
-        selected = _selected(tf.reshape(outputs, (len(array), -1)), output)
-    gradient = tape.gradient(tf.reduce_sum(selected), tensor)
+        total = tf.reduce_sum(_selected(tf.reshape(outputs, (len(array), -1)), output))
+    gradient = tape.gradient(total, tensor)  # (the sum is taken on the tape: it is recorded)
+    if gradient is None:
+        raise TypeError("the model's output does not depend on its input differentiably")
     return list(np.asarray(gradient, dtype=np.float64))

@@ -7,7 +7,8 @@ several inputs takes objects keyed by input name. A single output gives one valu
 several give one object per instance keyed by output alias (AI Platform's rule). ``{"b64": ...}``
 inputs are decoded by the caller (`decode_b64`), as AI Platform does for TensorFlow; bytes
 outputs come back as text, or ``{"b64": ...}`` when they are not UTF-8. ``probabilities`` does
-not apply.
+not apply. ``input_gradients=K`` answers each instance's gradient of output ``K`` of a signature
+with one input and one output instead (integrated gradients use it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from mlengine.prediction.predictors._base import (
     inputs_example,
     load_failure,
     per_instance,
+)
+from mlengine.prediction.predictors._gradients import (
+    check_output_index,
+    tensorflow_input_gradients,
 )
 
 __all__ = ["TensorFlowPredictor"]
@@ -123,6 +128,8 @@ class TensorFlowPredictor(Predictor):
         tf = _tensorflow()
         signature = self._signature(kwargs.get("signature_name"))
         arrays = input_arrays(instances, signature.inputs, _LIBRARY)
+        if kwargs.get("input_gradients") is not None:
+            return _input_gradients(signature, arrays, kwargs["input_gradients"])
         try:
             tensors = {name: tf.constant(array) for name, array in arrays.items()}
             outputs = signature.function(**tensors)
@@ -145,6 +152,26 @@ class TensorFlowPredictor(Predictor):
             self._example = checked_example(self, example)
             self._example_derived = True
         return self._example
+
+
+def _input_gradients(signature: _Signature, arrays: dict[str, Any], output: Any) -> list[Any]:
+    """Per instance, the gradient of output `output` of the signature's one output with
+    respect to its one input (``input_gradients=K``: integrated gradients use it)."""
+    index = check_output_index(output, len(arrays))
+    ((name, array),) = arrays.items()
+
+    def call(tensor: Any) -> Any:
+        outputs = signature.function(**{name: tensor})
+        if isinstance(outputs, dict):
+            if len(outputs) != 1:
+                raise TypeError(f"the signature has {len(outputs)} outputs, not one")
+            (outputs,) = outputs.values()
+        return outputs
+
+    try:
+        return tensorflow_input_gradients(call, array, index)
+    except Exception as error:
+        raise PredictionError.during(_LIBRARY, error_detail(error)) from error
 
 
 def _numpy(value: Any) -> np.ndarray:
