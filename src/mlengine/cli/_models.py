@@ -277,7 +277,9 @@ def create_version(
     ),
     service_account: str = typer.Option(None, help="serviceAccount (recorded)."),
     explanation_method: str = typer.Option(
-        None, help="explanationConfig: integrated-gradients, sampled-shapley or xrai (recorded)."
+        None,
+        help="explanationConfig for `mlengine explain`: sampled-shapley (any model), "
+        "integrated-gradients (PyTorch, Keras, TensorFlow) or xrai (recorded, not computed).",
     ),
     num_integral_steps: int = typer.Option(
         None, help="Steps of integrated-gradients or xrai (default 50)."
