@@ -47,12 +47,32 @@ def _root(
 
 
 def main() -> None:
-    """Run the CLI; mlengine errors become one line on stderr and their exit code."""
+    """Run the CLI; mlengine errors and command-line mistakes (an unknown option, a value of
+    the wrong type, a missing option) become one line on stderr and their exit code."""
     try:
-        app()
+        result = app(standalone_mode=False, prog_name="mlengine")
     except MLEngineError as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"ERROR: {lines[0]}", file=sys.stderr)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as error:  # typer's click usage errors
+        sys.exit(_usage_error(error))
+    if isinstance(result, int) and not isinstance(result, bool):  # typer.Exit(code)
+        sys.exit(result)
+
+
+def _usage_error(error: typer.TyperException) -> int:
+    """Print a usage error as one line (a group called without a command has shown its help
+    already); its exit code."""
+    context = getattr(error, "ctx", None)
+    if type(error).__name__ != "NoArgsIsHelpError":
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        command = f" (see: {context.command_path} --help)" if context is not None else ""
+        print(f"ERROR: {message}{command}", file=sys.stderr)
+    code = getattr(error, "exit_code", 2)
+    return code if isinstance(code, int) else 2
