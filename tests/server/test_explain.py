@@ -169,7 +169,8 @@ def test_explain_from_the_cli(
 def test_integrated_gradients_of_a_pytorch_model(
     client: mlengine.Client, tmp_path: Path, file: str
 ) -> None:
-    torch = pytest.importorskip("torch")
+    import torch  # installed by make test (the torch extra)
+
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).eval()
     directory = tmp_path / "torch"

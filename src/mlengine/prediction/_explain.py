@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -241,17 +242,9 @@ async def explain_instances(
             plan = await asyncio.to_thread(ShapleyPlan.build, instance, baseline, num_paths)
             scores = [_score(output, label, index) for output in await predict(plan.rows, scored)]
             mean, error = attributions(plan, scores)
-            results.append((mean, error, scores[0], scores[1]))
-        mean = np.mean([r[0] for r in results], axis=0)
-        explanation = {
-            "label_index": label or 0,
-            "output_name": name,
-            "example_score": results[0][3],
-            "baseline_score": float(np.mean([r[2] for r in results])),
-            "approx_error": float(np.mean([r[1] for r in results])),
-            "attributions": _by_feature(instance, mean, metadata),
-        }
-        explanations.append({"attributions_by_label": [explanation]})
+            results.append((mean, error, scores[0], scores[1]))  # a Result
+        render = functools.partial(_by_feature, instance, metadata=metadata)
+        explanations.append(_explanation(label, name, results, render))
     return explanations
 
 
@@ -285,8 +278,7 @@ def _by_feature(instance: Any, values: np.ndarray, metadata: Mapping[str, Any]) 
     metadata's one input name (``features`` without metadata) with one value per position."""
     if isinstance(instance, dict):
         return {key: float(value) for key, value in zip(instance, values, strict=True)}
-    names = list((metadata.get("inputs") or {}).keys())
-    return {names[0] if len(names) == 1 else "features": [float(v) for v in values]}
+    return {_input_name(metadata): [float(v) for v in values]}
 
 
 async def integrated_gradients(
@@ -350,18 +342,44 @@ async def integrated_gradients(
             change = example - base
             error = abs(float(values.sum()) - change) / max(abs(change), 1e-12)
             results.append((values, error, base, example))
-        mean = np.mean([r[0] for r in results], axis=0)
-        names = list((metadata.get("inputs") or {}).keys())
-        explanation = {
-            "label_index": label or 0,
-            "output_name": name,
-            "example_score": results[0][3],
-            "baseline_score": float(np.mean([r[2] for r in results])),
-            "approx_error": float(np.mean([r[1] for r in results])),
-            "attributions": {names[0] if len(names) == 1 else "features": mean.tolist()},
-        }
-        explanations.append({"attributions_by_label": [explanation]})
+        explanations.append(
+            _explanation(label, name, results, lambda mean: {_input_name(metadata): mean.tolist()})
+        )
     return explanations
+
+
+Result = tuple[np.ndarray, float, float, float]
+"""One baseline's attributions, approximation error, baseline score and example score."""
+
+
+def _explanation(
+    label: int | None,
+    name: str,
+    results: Sequence[Result],
+    render: Callable[[np.ndarray], dict[str, Any]],
+) -> dict[str, Any]:
+    """AI Platform's explanation of one instance from its `results` (one per baseline,
+    averaged); `render` keys the mean attributions as the instance's features."""
+    mean = np.mean([result[0] for result in results], axis=0)
+    return {
+        "attributions_by_label": [
+            {
+                "label_index": label or 0,
+                "output_name": name,
+                "example_score": results[0][3],
+                "baseline_score": float(np.mean([result[2] for result in results])),
+                "approx_error": float(np.mean([result[1] for result in results])),
+                "attributions": render(mean),
+            }
+        ]
+    }
+
+
+def _input_name(metadata: Mapping[str, Any]) -> str:
+    """The name list-instance attributions go under: the metadata's one input, else
+    ``features``."""
+    names = list((metadata.get("inputs") or {}).keys())
+    return names[0] if len(names) == 1 else "features"
 
 
 def _baseline_array(baseline: Any, point: np.ndarray, index: int, given: bool) -> np.ndarray:

@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -74,6 +74,20 @@ class OperationRecord:
     """``host:pid`` of the server process working on it, while not done."""
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
+
+
+def _the_version(project: str, model: str, name: str | None) -> tuple[ColumnElement[bool], ...]:
+    """The conditions that select one version row."""
+    return (VersionRow.project == project, VersionRow.model == model, VersionRow.name == name)
+
+
+def _pending_operation(project: str, operation_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The conditions that select one operation row while it is not done."""
+    return (
+        OperationRow.project == project,
+        OperationRow.operation_id == operation_id,
+        OperationRow.done.is_(False),
+    )
 
 
 class _RolledBack(Exception):
@@ -250,9 +264,7 @@ class RegistryStore:
             result = session.execute(
                 update(VersionRow)
                 .where(
-                    VersionRow.project == record.project,
-                    VersionRow.model == record.model,
-                    VersionRow.name == record.name,
+                    *_the_version(record.project, record.model, record.name),
                     VersionRow.state == "READY",
                     VersionRow.etag == record.etag,
                 )
@@ -399,11 +411,7 @@ class RegistryStore:
         with self.metadata._session() as session:
             result = session.execute(
                 update(OperationRow)
-                .where(
-                    OperationRow.project == project,
-                    OperationRow.operation_id == operation_id,
-                    OperationRow.done.is_(False),
-                )
+                .where(*_pending_operation(project, operation_id))
                 .values(done=True, end_time=_naive_utc(end_time), response=response, error=error)
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -418,20 +426,14 @@ class RegistryStore:
                 version_changes[key] = _naive_utc(version_changes[key])
         pending = (
             select(OperationRow.operation_id)
-            .where(
-                OperationRow.project == operation.project,
-                OperationRow.operation_id == operation.operation_id,
-                OperationRow.done.is_(False),
-            )
+            .where(*_pending_operation(operation.project, operation.operation_id))
             .exists()
         )
         with self.metadata._session() as session:
             result = session.execute(
                 update(VersionRow)
                 .where(
-                    VersionRow.project == operation.project,
-                    VersionRow.model == operation.model,
-                    VersionRow.name == operation.version,
+                    *_the_version(operation.project, operation.model, operation.version),
                     VersionRow.state == "UPDATING",
                     pending,
                 )
@@ -456,9 +458,7 @@ class RegistryStore:
                 changed = session.execute(
                     update(VersionRow)
                     .where(
-                        VersionRow.project == operation.project,
-                        VersionRow.model == operation.model,
-                        VersionRow.name == operation.version,
+                        *_the_version(operation.project, operation.model, operation.version),
                         VersionRow.state == from_state,
                     )
                     .values(**version_changes)
@@ -467,11 +467,7 @@ class RegistryStore:
                     return False
                 ended = session.execute(
                     update(OperationRow)
-                    .where(
-                        OperationRow.project == operation.project,
-                        OperationRow.operation_id == operation.operation_id,
-                        OperationRow.done.is_(False),
-                    )
+                    .where(*_pending_operation(operation.project, operation.operation_id))
                     .values(done=True, end_time=_naive_utc(end_time), error=dict(error))
                 )
                 if not ended.rowcount:  # type: ignore[attr-defined]
