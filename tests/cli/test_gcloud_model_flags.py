@@ -146,6 +146,10 @@ def test_bad_flag_values_exit_2_with_one_line_and_create_nothing(
         ),
         (["--accelerator", "count=1"], "The --accelerator flag needs type=TYPE"),
         (
+            ["--accelerator", "type=nvidia-h100"],
+            "The --accelerator flag names an unknown accelerator type 'nvidia-h100': one of",
+        ),
+        (
             ["--metric-targets", "cpu=60"],
             "The 'name' field of --metric-targets must be cpu-usage or gpu-duty-cycle. Got 'cpu'.",
         ),

@@ -181,6 +181,7 @@ def test_cancel_from_the_cli(
         (["--parameter-server-count", "1"], "must be given together"),
         (["--labels", "Bad=Value"], "labels"),
         (["--master-accelerator", "count=1"], "type=TYPE"),
+        (["--worker-accelerator", "type=k80"], "unknown accelerator type 'k80'"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(

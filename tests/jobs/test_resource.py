@@ -97,3 +97,23 @@ def test_flags_override_the_config_file() -> None:
     assert parse_accelerator("type=nvidia-tesla-t4,count=2", "--x") == {
         "type": "NVIDIA_TESLA_T4", "count": "2"
     }  # fmt: skip
+    assert parse_accelerator("type=NVIDIA_TESLA_T4", "--x") == {
+        "type": "NVIDIA_TESLA_T4", "count": "1"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("count=2", r"--accelerator flag needs type=TYPE"),
+        ("type=nvidia-h100", r"unknown accelerator type 'nvidia-h100': one of nvidia-tesla-a100"),
+        ("type=accelerator-type-unspecified", r"unknown accelerator type"),
+        ("typ=nvidia-tesla-t4", r"takes type=TYPE\[,count=COUNT\]; got 'typ=nvidia-tesla-t4'"),
+        ("nvidia-tesla-t4", r"takes type=TYPE\[,count=COUNT\]; got 'nvidia-tesla-t4'"),
+        ("type=nvidia-tesla-t4,count=0", r"'count' field of --accelerator must be an integer >= 1"),
+        ("type=nvidia-tesla-t4,count=two", r"must be an integer >= 1"),
+    ],
+)
+def test_a_bad_accelerator_flag_names_it(text: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        parse_accelerator(text, "--accelerator")

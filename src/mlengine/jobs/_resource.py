@@ -17,6 +17,7 @@ from mlengine.store import JobRecord
 from mlengine.store._metadata import rfc3339 as store_rfc3339
 
 __all__ = [
+    "ACCELERATOR_TYPES",
     "JOB_ID_PATTERN",
     "LIST_FILTER_FIELDS",
     "job_resource",
@@ -46,7 +47,7 @@ _STRING_FIELDS = (
     "serviceAccount",
 )
 _REPLICA_CONFIGS = ("masterConfig", "workerConfig", "parameterServerConfig", "evaluatorConfig")
-_ACCELERATOR_TYPES = frozenset(
+ACCELERATOR_TYPES: frozenset[str] = frozenset(
     {
         "ACCELERATOR_TYPE_UNSPECIFIED",
         "NVIDIA_TESLA_K80",
@@ -62,6 +63,7 @@ _ACCELERATOR_TYPES = frozenset(
         "TPU_V4_POD",
     }
 )
+"""AI Platform's AcceleratorType values (an acceleratorConfig's ``type``)."""
 _DURATION = re.compile(r"^\d+(\.\d+)?s$")
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -141,9 +143,9 @@ def validate_accelerator_config(value: object, field: str, owner: str) -> dict[s
     if not isinstance(value, Mapping):
         raise invalid_field(field, owner, "an object", value)
     kind = value.get("type", "ACCELERATOR_TYPE_UNSPECIFIED")
-    if not isinstance(kind, str) or kind not in _ACCELERATOR_TYPES:
+    if not isinstance(kind, str) or kind not in ACCELERATOR_TYPES:
         raise invalid_field(
-            f"{field}.type", owner, "one of " + ", ".join(sorted(_ACCELERATOR_TYPES)), kind
+            f"{field}.type", owner, "one of " + ", ".join(sorted(ACCELERATOR_TYPES)), kind
         )
     return {"count": _int64_text(value.get("count", 0), f"{field}.count", owner), "type": kind}
 

@@ -15,6 +15,7 @@ import orjson
 import yaml
 
 from mlengine.errors import InvalidArgument, invalid_field
+from mlengine.jobs._resource import ACCELERATOR_TYPES
 
 __all__ = ["build_training_job", "load_job_config", "parse_accelerator", "parse_labels"]
 
@@ -76,15 +77,31 @@ def parse_labels(text: str | Sequence[str] | Mapping[str, str] | None) -> dict[s
 
 
 def parse_accelerator(text: str, flag: str) -> dict[str, Any]:
-    """``type=nvidia-tesla-t4,count=2`` as an `acceleratorConfig`.
+    """``type=nvidia-tesla-t4,count=2`` as an `acceleratorConfig` (gcloud's flag: the type in
+    either spelling, the count 1 when left out).
 
     Raises:
-        InvalidArgument: missing type or a bad count.
+        InvalidArgument: a key other than type/count, a missing or unknown type, or a count
+            that is not an integer >= 1 (the message names `flag`).
     """
-    fields = dict(item.partition("=")[::2] for item in text.split(",") if item)
+    fields: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in ("type", "count"):
+            raise InvalidArgument(
+                f"The {flag} flag takes type=TYPE[,count=COUNT]; got {item!r} in {text!r}."
+            )
+        fields[key.strip()] = value.strip()
     kind = fields.get("type", "").upper().replace("-", "_")
     if not kind:
         raise InvalidArgument(f"The {flag} flag needs type=TYPE (e.g. type=nvidia-tesla-t4).")
+    if kind not in ACCELERATOR_TYPES or kind == "ACCELERATOR_TYPE_UNSPECIFIED":
+        known = sorted(t.lower().replace("_", "-") for t in ACCELERATOR_TYPES)
+        raise InvalidArgument(
+            f"The {flag} flag names an unknown accelerator type {fields['type']!r}: one of "
+            + ", ".join(t for t in known if t != "accelerator-type-unspecified")
+            + "."
+        )
     count = fields.get("count", "1")
     if not re.fullmatch(r"\d+", count) or int(count) < 1:
         raise invalid_field("count", flag, "an integer >= 1", count)

@@ -20,6 +20,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 import mlengine.prediction.predictors as predictors
 from mlengine.errors import InvalidArgument, MissingDependency
@@ -35,7 +36,15 @@ from mlengine.prediction.predictors import (
     read_input_example,
 )
 
-from .conftest import build_onnx_tensor, build_sklearn_joblib, build_xgboost_json
+from .conftest import (
+    build_onnx_tensor,
+    build_sklearn_joblib,
+    build_sklearn_skops,
+    build_xgboost_bst,
+    build_xgboost_json,
+    iris_data,
+    xgboost_classifier,
+)
 
 
 @pytest.fixture
@@ -81,6 +90,65 @@ def test_an_xgboost_json_model_counts_as_a_model_file(sklearn_dir: Path, tmp_pat
     shutil.copy(xgboost_dir / "model.json", sklearn_dir / "model.json")
     with pytest.raises(ModelLoadError, match="multiple model files"):
         detect_framework(sklearn_dir)
+
+
+def test_a_named_framework_loads_its_files_in_ai_platforms_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XGBoost with model.joblib, model.pkl and model.bst: AI Platform loads model.joblib and
+    ignores the others; detection alone refuses the directory."""
+    import xgboost as xgb
+
+    features, labels = iris_data()
+    chosen = xgb.XGBClassifier(n_estimators=3, max_depth=1, random_state=1).fit(features, labels)
+    joblib.dump(chosen, tmp_path / "model.joblib")
+    joblib.dump(xgboost_classifier(), tmp_path / "model.pkl")
+    build_xgboost_bst(tmp_path)
+    with pytest.raises(ModelLoadError, match="multiple model files"):
+        detect_framework(tmp_path)
+    with caplog.at_level("WARNING"):
+        predictor = load_predictor(tmp_path, "XGBOOST")
+    np.testing.assert_allclose(
+        predictor.predict(features.tolist(), probabilities=True),
+        chosen.predict_proba(features),
+        atol=1e-6,
+    )
+    assert "loading model.joblib; ignoring model.pkl, model.bst" in caplog.text
+
+    (tmp_path / "model.joblib").unlink()
+    reference = joblib.load(tmp_path / "model.pkl")
+    assert load_predictor(tmp_path, "xgboost").predict(features.tolist()) == (
+        reference.predict(features).tolist()
+    )
+
+
+def test_an_xgboost_booster_file_named_model_joblib_is_loaded_as_a_booster(
+    tmp_path: Path,
+) -> None:
+    """AI Platform read a model.joblib that does not unpickle as a Booster file."""
+    built = build_xgboost_json(tmp_path)
+    (tmp_path / "model.json").rename(tmp_path / "model.joblib")
+    features, _ = iris_data()
+    predictor = load_predictor(tmp_path, "XGBOOST")
+    assert predictor.predict(features.tolist()) == built.reference(features).tolist()
+    (tmp_path / "model.joblib").write_bytes(b"neither a pickle nor a booster")
+    with pytest.raises(ModelLoadError, match=r"Could not load the model in .*model\.joblib"):
+        load_predictor(tmp_path, "XGBOOST")
+
+
+def test_scikit_learn_prefers_the_safe_skops_file(tmp_path: Path) -> None:
+    built = build_sklearn_skops(tmp_path)
+    features, labels = iris_data()
+    other = DecisionTreeClassifier(max_depth=1).fit(features, labels)  # a different model
+    joblib.dump(other, tmp_path / "model.joblib")
+    assert other.predict(features).tolist() != built.reference(features).tolist()
+    assert load_predictor(tmp_path, "SCIKIT_LEARN").predict(features.tolist()) == (
+        built.reference(features).tolist()
+    )
+    (tmp_path / "model.skops").unlink()
+    assert load_predictor(tmp_path, "SCIKIT_LEARN").predict(features.tolist()) == (
+        other.predict(features).tolist()
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -32,6 +33,8 @@ __all__ = [
     "decode_b64",
     "read_input_example",
 ]
+
+_logger = logging.getLogger(__name__)
 
 INPUT_EXAMPLE_FILE = "input_example.json"
 """Optional file of a version directory: ``{"instances": [...]}`` or a bare list."""
@@ -259,10 +262,16 @@ def import_optional(module: str, *, framework: str, extra: str) -> ModuleType:
 
 
 def find_model_file(model_dir: str | os.PathLike[str], names: Sequence[str]) -> Path:
-    """The one file of `names` present at the top of `model_dir`.
+    """The first file of `names` (a predictor's files, in its order of preference) present at
+    the top of `model_dir`.
+
+    A framework named by the user picks its file the way AI Platform's loaders do: in their
+    order (XGBoost ``model.joblib``, then ``model.pkl``, then ``model.bst``), the others
+    ignored, with a warning naming them. Only detection, where no framework is named, refuses
+    several model files (`detect_framework`).
 
     Raises:
-        ModelLoadError: none or several of `names` are present, or `model_dir` is no directory.
+        ModelLoadError: none of `names` is present, or `model_dir` is no directory.
     """
     directory = Path(model_dir)
     if not directory.is_dir():
@@ -271,7 +280,9 @@ def find_model_file(model_dir: str | os.PathLike[str], names: Sequence[str]) -> 
     if not present:
         raise ModelLoadError(f"No model file in {directory}: expected one of {', '.join(names)}.")
     if len(present) > 1:
-        raise ModelLoadError(f"multiple model files in {directory}: {', '.join(present)}")
+        _logger.warning(
+            "%s: loading %s; ignoring %s", directory, present[0], ", ".join(present[1:])
+        )
     return directory / present[0]
 
 

@@ -80,7 +80,7 @@ class LightGBMPredictor(Predictor):
         """Load ``model.txt`` (or a pickled Booster in ``model.joblib`` / ``model.pkl``).
 
         Raises:
-            ModelLoadError: no model file, several, or one LightGBM cannot load.
+            ModelLoadError: no model file, or one LightGBM cannot load.
             MissingDependency: lightgbm is not installed.
         """
         path = find_model_file(model_dir, cls.model_files)

@@ -184,8 +184,8 @@ def load_predictor(model_dir: str | os.PathLike[str], framework: str | None = No
 
     Raises:
         InvalidArgument: `framework` is unknown or CUSTOM.
-        ModelLoadError: the directory holds no loadable model (none, several, or a file the
-            library cannot load), or a bad preprocessor.
+        ModelLoadError: the directory holds no loadable model (none, several to detect from,
+            or a file the library cannot load), or a bad preprocessor.
         MissingDependency: the framework's library is not installed.
     """
     directory = Path(model_dir)

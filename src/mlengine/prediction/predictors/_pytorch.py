@@ -92,7 +92,7 @@ class PyTorchPredictor(Predictor):
         """Load ``model.pt2`` (``torch.export.load``) or ``model.pt`` (``torch.jit.load``).
 
         Raises:
-            ModelLoadError: no model file, several, or one torch cannot load.
+            ModelLoadError: no model file, or one torch cannot load.
             MissingDependency: torch is not installed.
         """
         path = find_model_file(model_dir, cls.model_files)

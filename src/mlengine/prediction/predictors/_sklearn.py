@@ -268,7 +268,8 @@ class SklearnPredictor(Predictor):
     """Serves a scikit-learn estimator (or any object with a scikit-learn style ``predict``)."""
 
     framework = Framework.SCIKIT_LEARN
-    model_files = ("model.joblib", "model.pkl", "model.skops")
+    model_files = ("model.skops", "model.joblib", "model.pkl")
+    """The safe format first, then AI Platform's order (``model.joblib``, ``model.pkl``)."""
     library = "sklearn"
 
     def __init__(self, model: Any, model_dir: str | os.PathLike[str] | None = None) -> None:
@@ -283,10 +284,10 @@ class SklearnPredictor(Predictor):
 
     @classmethod
     def from_path(cls, model_dir: str | os.PathLike[str]) -> Self:
-        """Load ``model.joblib``, ``model.pkl`` or ``model.skops`` from `model_dir`.
+        """Load the first of ``model.skops``, ``model.joblib`` and ``model.pkl`` in `model_dir`.
 
         Raises:
-            ModelLoadError: no model file, several, or a file that cannot be loaded or holds
+            ModelLoadError: no model file, or a file that cannot be loaded or holds
                 an object without ``predict``.
             MissingDependency: the file needs a library that is not installed.
         """

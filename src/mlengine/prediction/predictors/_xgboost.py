@@ -57,7 +57,9 @@ class XGBoostPredictor(Predictor):
     """Serves an XGBoost Booster (see the module docstring for the output rule)."""
 
     framework = Framework.XGBOOST
-    model_files = ("model.bst", "model.json", "model.ubj", "model.joblib", "model.pkl")
+    model_files = ("model.joblib", "model.pkl", "model.bst", "model.json", "model.ubj")
+    """In AI Platform's load order (``model.joblib``, ``model.pkl``, ``model.bst``), then the
+    newer formats."""
 
     def __init__(self, booster: Any, model_dir: str | os.PathLike[str] | None = None) -> None:
         self.booster = booster
@@ -71,10 +73,12 @@ class XGBoostPredictor(Predictor):
 
     @classmethod
     def from_path(cls, model_dir: str | os.PathLike[str]) -> Self:
-        """Load ``model.bst``, ``model.json``, ``model.ubj``, ``model.joblib`` or ``model.pkl``.
+        """Load the first of ``model.joblib``, ``model.pkl``, ``model.bst``, ``model.json`` and
+        ``model.ubj`` in `model_dir`. A ``model.joblib``/``model.pkl`` that does not unpickle
+        is read as a Booster file, as AI Platform did (``booster.save_model("model.joblib")``).
 
         Raises:
-            ModelLoadError: no model file, several, or one xgboost cannot load.
+            ModelLoadError: no model file, or one xgboost cannot load.
             MissingDependency: xgboost is not installed.
         """
         path = find_model_file(model_dir, cls.model_files)
@@ -82,7 +86,15 @@ class XGBoostPredictor(Predictor):
         if path.suffix in (".joblib", ".pkl"):
             from mlengine.prediction.predictors._sklearn import load_pickle
 
-            return cls.from_model(load_pickle(path), model_dir)
+            try:
+                model = load_pickle(path)
+            except ModelLoadError as not_a_pickle:
+                try:
+                    booster = xgb.Booster(model_file=bytearray(path.read_bytes()))
+                except Exception:
+                    raise not_a_pickle from None
+                return cls(booster, model_dir)
+            return cls.from_model(model, model_dir)
         content = path.read_bytes()
         try:
             # From bytes, xgboost tells JSON from UBJSON by content (a file name ending in .bst
