@@ -275,6 +275,10 @@ def test_batching_labels_and_delete_waits_for_requests_in_flight(
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"predictions": forest.predict(np.array(rows)).tolist()}
     assert operation.get("done") is True and "error" not in operation
+    assert operation["metadata"]["labels"] == {
+        "max_batch_wait_ms": "1500",
+        "max_batch_size": "1000",
+    }
     gone = httpx.post(url, json={"instances": rows}, timeout=30)
     assert gone.status_code == 404
     with pytest.raises(NotFound):

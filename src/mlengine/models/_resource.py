@@ -453,6 +453,8 @@ def operation_resource(record: OperationRecord) -> dict[str, Any]:
         metadata["isCancellationRequested"] = True
     if record.snapshot is not None:
         metadata["version"] = dict(record.snapshot)
+        if record.snapshot.get("labels"):  # inherited from the version operated on
+            metadata["labels"] = dict(record.snapshot["labels"])
     resource: dict[str, Any] = {
         "name": f"projects/{record.project}/operations/{record.operation_id}",
         "metadata": metadata,
