@@ -135,7 +135,7 @@ def test_explanation_flags_that_cannot_be_right_are_refused(
 
 @pytest.mark.integration
 def test_bad_flag_values_exit_2_with_one_line_and_create_nothing(
-    run_cli: Cli, server: ServerProcess, client: mlengine.Client, model_dir: Path
+    run_cli: Cli, server: ServerProcess, client: mlengine.Client, model_dir: Path, tmp_path: Path
 ) -> None:
     client.models.create("iris")
     create = ("versions", "create", "v1", "--model", "iris", "--origin", str(model_dir))
@@ -160,8 +160,19 @@ def test_bad_flag_values_exit_2_with_one_line_and_create_nothing(
         ),
         (["--min-nodes", "-1"], "The --min-nodes flag must be an integer >= 0. Got -1."),
         (["--num-paths", "10"], "The --num-paths flag needs --explanation-method."),
+        # refused by the server: one line still, no "Creating version..." before it
+        (["--labels", "max_batch_size=0"], "The 'labels.max_batch_size' field of Version"),
+        (["--runtime-version", "abc"], "The 'runtimeVersion' field"),
     ):
         assert error_line(run_cli(*create, *flags)).startswith(f"ERROR: {says}"), flags
+    config = tmp_path / "version.yaml"
+    config.write_text("acceleratorConfig: {type: NVIDIA_TESLA_T4, count: 1}\nfoo: 1\n")
+    assert error_line(run_cli(*create, "--config", str(config))) == (
+        f"ERROR: The version config {config} has unknown keys: acceleratorConfig (use "
+        "--accelerator), foo. It may hold autoScaling, deploymentUri, description, framework, "
+        "labels, machineType, manualScaling, packageUris, predictionClass, pythonVersion, "
+        "runtimeVersion, serviceAccount."
+    )
     assert list(client.versions.list("iris")) == []
     both = run_cli("models", "create", "other", "--region", "us-east1", "--regions", "us-east1")
     assert error_line(both) == "ERROR: Only one of --region or --regions can be given."

@@ -227,6 +227,11 @@ def test_cli_story(
                     "--json-instances", str(instances), "--format", "json")  # fmt: skip
     assert local.returncode == 0, local.stderr
     assert json.loads(local.stdout) == {"predictions": expected}
+    unknown = run_cli("local", "predict", "--model-dir", str(model_dirs["forest"]),
+                      "--json-instances", str(instances), "--framework", "custom")  # fmt: skip
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("ERROR: The --framework flag must be one of SCIKIT_LEARN, ")
+    assert len(unknown.stderr.strip().splitlines()) == 1
     table = run_cli("versions", "list", "--model", "cli_iris")
     assert "v1" in table.stdout and "READY" in table.stdout
     bad = run_cli("predict", "--model", "cli_iris", "--json-instances", str(tmp_path / "none"))

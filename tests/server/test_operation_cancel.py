@@ -79,6 +79,9 @@ def test_cancelling_a_code_update_keeps_the_previous_code(
     _cancelled(client, operation)
     with pytest.raises(OperationFailed, match="cancelled"):
         client.operations.wait(operation)
+    for name in (operation["name"], operation["name"].rsplit("/", 1)[-1]):  # or by name, by id
+        with pytest.raises(OperationFailed, match="cancelled"):
+            client.operations.wait(name)
     version = client.versions.get("scaled", "v1")
     assert version["state"] == "READY"
     assert version["etag"] == created["etag"]

@@ -171,5 +171,10 @@ def test_models_and_versions_update_from_the_cli_and_the_sdk(
     assert client.versions.get("tagged", "v1")["autoScaling"] == {"minNodes": 2}  # unchanged
     missing = run_cli("versions", "update", "v9", "--model", "tagged", "--description", "x")
     assert missing.returncode == 2 and "not found" in missing.stderr
-    with pytest.raises(InvalidArgument, match="Nothing to update"):
+    with pytest.raises(
+        InvalidArgument, match="Nothing to update: give a description, labels, code"
+    ):
         client.versions.update("tagged", "v1")
+    nothing = run_cli("models", "update", "tagged")
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == "ERROR: Nothing to update: give a description or labels."

@@ -38,6 +38,13 @@ _VERSION_CONFIG_KEYS = frozenset(
      "manualScaling", "packageUris", "predictionClass", "pythonVersion", "runtimeVersion",
      "serviceAccount"}
 )  # fmt: skip
+"""What ``versions create --config`` may hold: gcloud's list (AIPLATFORM.md §7.3)."""
+_VERSION_CONFIG_FLAGS = {
+    "acceleratorConfig": "--accelerator",
+    "explanationConfig": "--explanation-method, --num-paths, --num-integral-steps",
+    "requestLoggingConfig": "versions update --bigquery-table-name, --sampling-percentage",
+}
+"""Version fields gcloud's config file may not hold, and the flags that set them."""
 
 
 def _client(ctx: typer.Context, project: str | None) -> Client:
@@ -227,13 +234,15 @@ def update_version(
             or packages is not None
             or any(key in (settings or {}) for key in ("predictionClass", "packageUris"))
         )
-        if code_changes and not async_:
-            err.print(f"Updating the code of version [{version}] (this may take a while)...")
         resource = client.versions.update(
             model, version, description=description, labels=labels,
             prediction_class=prediction_class, package_uris=packages, config=settings,
-            wait=not async_,
+            wait=False,
         )  # fmt: skip
+        if not async_:  # said once the server accepted the update, then waited for
+            if code_changes and not resource.get("done"):
+                err.print(f"Updating the code of version [{version}] (this may take a while)...")
+            resource = client.operations.wait(resource)
     if not async_:
         err.print(f"Updated version [{version}] of model [{model}].")
     print_resource(resource, output)
@@ -304,8 +313,11 @@ def create_version(
         body = load_job_config(config)
         unknown = sorted(set(body) - _VERSION_CONFIG_KEYS)
         if unknown:
+            named = [f"{key} (use {_VERSION_CONFIG_FLAGS[key]})" if key in _VERSION_CONFIG_FLAGS
+                     else key for key in unknown]  # fmt: skip
             raise InvalidArgument(
-                f"The version config {config} has unknown keys: {', '.join(unknown)}."
+                f"The version config {config} has unknown keys: {', '.join(named)}. "
+                f"It may hold {', '.join(sorted(_VERSION_CONFIG_KEYS))}."
             )
     origin = origin or body.pop("deploymentUri", None)
     if not origin:
@@ -320,13 +332,14 @@ def create_version(
                 for uri in package_uris.split(",")
                 if uri
             ]
-        if not async_:
-            err.print(f"Creating version [{version}] of model [{model}] (this may take a while)...")
         resource = client.versions.create(
             model, version, origin, framework=framework, runtime_version=runtime_version,
             python_version=python_version, description=description,
-            labels=parse_labels(labels) or None, config=body, wait=not async_,
+            labels=parse_labels(labels) or None, config=body, wait=False,
         )  # fmt: skip
+        if not async_:  # said once the server accepted the version, then waited for
+            err.print(f"Creating version [{version}] of model [{model}] (this may take a while)...")
+            resource = client.operations.wait(resource)
     print_resource(resource, output)
 
 

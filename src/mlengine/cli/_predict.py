@@ -96,7 +96,8 @@ def predict(
     project: str = typer.Option(None, "--project"),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
-    """Online prediction through the server (exit 1 when the prediction failed)."""
+    """Online prediction through the server (exit 2 when the server refuses the request: a
+    bad instance, or the model raised on it, AI Platform's 400; 1 when it cannot be reached)."""
     from mlengine.client import Client
 
     instances = read_instances(json_request, json_instances, text_instances)
@@ -122,7 +123,8 @@ def explain(
     output: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
     """Feature attributions of instances by a version with an explanationConfig (sampled
-    Shapley), through the server."""
+    Shapley, or integrated gradients for PyTorch, Keras and TensorFlow models), through the
+    server (exit 2 when the server refuses the request, 1 when it cannot be reached)."""
     from mlengine.client import Client
 
     instances = read_instances(json_request, json_instances, text_instances)
@@ -154,9 +156,15 @@ def local_predict(
     probabilities: bool = typer.Option(False, "--probabilities"),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
-    """Predict with model files on this machine, without a server."""
-    from mlengine.prediction.predictors import load_predictor
+    """Predict with model files on this machine, without a server (exit 2 when the model
+    refuses the instances, 1 when the files do not load)."""
+    from mlengine.prediction.predictors import FRAMEWORKS, load_predictor
 
+    if framework and framework.strip().upper().replace("-", "_") not in FRAMEWORKS:
+        raise InvalidArgument(
+            f"The --framework flag must be one of {', '.join(FRAMEWORKS)} (or leave it out to "
+            f"detect the framework from the files). Got {framework!r}."
+        )
     instances = read_instances(json_request, json_instances, text_instances, limit=None)
     predictor = load_predictor(model_dir, framework)
     fields: dict[str, Any] = {}

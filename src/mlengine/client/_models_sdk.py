@@ -61,16 +61,21 @@ class OperationsAPI:
         self._client.api.request("POST", f"{self._base}/{name.rsplit('/', 1)[-1]}:cancel")
 
     def wait(
-        self, operation: Mapping[str, Any], timeout: float | None = 600, poll_interval: float = 0.2
+        self,
+        operation: Mapping[str, Any] | str,
+        timeout: float | None = 600,
+        poll_interval: float = 0.2,
     ) -> dict[str, Any]:
-        """Poll until the operation is done; return its ``response``.
+        """Poll until the operation (an Operation, or its name or id) is done; return its
+        ``response``.
 
         Raises:
+            NotFound: no such operation.
             OperationFailed: it ended with an error (the message is the error's).
             TimeoutError: not done within `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        current = dict(operation)
+        current = self.get(operation) if isinstance(operation, str) else dict(operation)
         while not current.get("done"):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"Operation {current['name']} is not done after {timeout} s.")
@@ -159,7 +164,7 @@ class ModelsAPI:
         Raises:
             InvalidArgument: nothing to update, or a refused value (the message names it).
         """
-        body, mask = _update_body(description, labels)
+        body, mask = _update_body(description, labels, nothing="give a description or labels")
         operation = self._client.api.request(
             "PATCH", f"{self._base}/{name}", params={"updateMask": mask}, json=body
         )
@@ -196,8 +201,9 @@ class ModelsAPI:
         **fields: Any,
     ) -> builtins.list[dict[str, Any]]:
         """Feature attributions of `instances` by the default version (or `version`), which
-        needs an ``explanationConfig`` (sampled Shapley): one
-        ``{"attributions_by_label": [...]}`` per instance.
+        needs an ``explanationConfig`` (sampled Shapley, or integrated gradients for a
+        PyTorch, Keras or TensorFlow model): one ``{"attributions_by_label": [...]}`` per
+        instance.
 
         Raises:
             InvalidArgument: the version has no explanationConfig (or one mlengine does not
@@ -344,8 +350,11 @@ def _update_body(
     config: Mapping[str, Any] | None = None,
     prediction_class: str | None = None,
     package_uris: Sequence[str] | None = None,
+    *,
+    nothing: str = "give a description, labels, code (prediction class, package URIs) or a config",
 ) -> tuple[dict[str, Any], str]:
-    """The PATCH body and ``updateMask`` (sorted, as gcloud sends it) of the fields given."""
+    """The PATCH body and ``updateMask`` (sorted, as gcloud sends it) of the fields given;
+    `nothing` says what to give when no field is."""
     body: dict[str, Any] = {}
     paths: set[str] = set()
     for key, value in (config or {}).items():
@@ -382,8 +391,5 @@ def _update_body(
         body["packageUris"] = [str(uri) for uri in package_uris]
         paths.add("packageUris")
     if not paths:
-        raise InvalidArgument(
-            "Nothing to update: give a description, labels, code (prediction class, package "
-            "URIs) or a config."
-        )
+        raise InvalidArgument(f"Nothing to update: {nothing}.")
     return body, ",".join(sorted(paths))
