@@ -158,7 +158,12 @@ def local_predict(
 ) -> None:
     """Predict with model files on this machine, without a server (exit 2 when the model
     refuses the instances, 1 when the files do not load)."""
-    from mlengine.prediction.predictors import FRAMEWORKS, load_predictor
+    from mlengine.prediction.predictors import (
+        B64_FRAMEWORKS,
+        FRAMEWORKS,
+        decode_b64,
+        load_predictor,
+    )
 
     if framework and framework.strip().upper().replace("-", "_") not in FRAMEWORKS:
         raise InvalidArgument(
@@ -173,6 +178,8 @@ def local_predict(
     if probabilities:
         fields["probabilities"] = True
     try:
+        if str(predictor.framework) in B64_FRAMEWORKS:  # as the server does
+            instances = decode_b64(instances)
         predictions = predictor.predict(instances, **fields)
     finally:
         predictor.close()

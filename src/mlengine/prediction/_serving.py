@@ -41,6 +41,7 @@ from mlengine.prediction._heap import settle_heap
 from mlengine.prediction._isolated import IsolatedPredictor
 from mlengine.prediction._loaded import LoadedVersions
 from mlengine.prediction.predictors import (
+    B64_FRAMEWORKS,
     PREPROCESSOR_FILE,
     Predictor,
     decode_b64,
@@ -55,8 +56,6 @@ logger = logging.getLogger("mlengine.prediction")
 
 VersionKey = tuple[str, str, str]
 _RESOLVE_TTL_S = 1.0
-_B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
-"""AI Platform decodes ``{"b64": ...}`` for TensorFlow and for custom prediction classes."""
 _DEFAULT_PATHS = 50
 """numPaths / numIntegralSteps of an explanationConfig that gives none (AI Platform's default)."""
 _GRADIENT_FRAMEWORKS = frozenset({"PYTORCH", "KERAS", "TENSORFLOW"})
@@ -408,7 +407,7 @@ class PredictionService:
         when the version is loaded (no coroutine of this method's own in between). The batcher
         keeps its own copy of `options`."""
         framework = str(record.spec.get("framework") or "")
-        if framework in _B64_FRAMEWORKS:
+        if framework in B64_FRAMEWORKS:
             instances = decode_b64(instances)
         if not instances:
             return _no_predictions()

@@ -42,6 +42,7 @@ from .conftest import (
     build_sklearn_skops,
     build_xgboost_bst,
     build_xgboost_json,
+    build_xgboost_ubj,
     iris_data,
     xgboost_classifier,
 )
@@ -131,9 +132,19 @@ def test_an_xgboost_booster_file_named_model_joblib_is_loaded_as_a_booster(
     features, _ = iris_data()
     predictor = load_predictor(tmp_path, "XGBOOST")
     assert predictor.predict(features.tolist()) == built.reference(features).tolist()
+    assert detect_framework(tmp_path) == "XGBOOST"  # detected too, JSON or UBJSON
+    assert load_predictor(tmp_path).predict(features.tolist()) == built.reference(features).tolist()
+    (tmp_path / "ubj").mkdir()
+    ubj = build_xgboost_ubj(tmp_path / "ubj")
+    (ubj.directory / "model.ubj").rename(ubj.directory / "model.pkl")
+    assert load_predictor(ubj.directory).predict(features.tolist()) == (
+        ubj.reference(features).tolist()
+    )
     (tmp_path / "model.joblib").write_bytes(b"neither a pickle nor a booster")
     with pytest.raises(ModelLoadError, match=r"Could not load the model in .*model\.joblib"):
         load_predictor(tmp_path, "XGBOOST")
+    with pytest.raises(ModelLoadError, match=r"Could not load the model in .*model\.joblib"):
+        detect_framework(tmp_path)
 
 
 def test_scikit_learn_prefers_the_safe_skops_file(tmp_path: Path) -> None:
@@ -394,10 +405,8 @@ def test_all_is_exactly_the_public_names() -> None:
         and not isinstance(value, type(sys))
         and str(getattr(value, "__module__", "")).startswith(predictors.__name__)
     }
-    assert public == set(predictors.__all__) - {"FRAMEWORKS", "MODEL_FILES"} - {
-        "INPUT_EXAMPLE_FILE",
-        "PREPROCESSOR_FILE",
-    }
+    constants = {"B64_FRAMEWORKS", "FRAMEWORKS", "MODEL_FILES", "INPUT_EXAMPLE_FILE"}
+    assert public == set(predictors.__all__) - constants - {"PREPROCESSOR_FILE"}
     for name in predictors.__all__:
         assert getattr(predictors, name) is not None
 

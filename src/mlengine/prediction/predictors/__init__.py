@@ -11,6 +11,7 @@ prediction routine interface.
 from __future__ import annotations
 
 from mlengine.prediction.predictors._base import (
+    B64_FRAMEWORKS,
     INPUT_EXAMPLE_FILE,
     PREPROCESSOR_FILE,
     Framework,
@@ -29,6 +30,7 @@ from mlengine.prediction.predictors._loading import (
 )
 
 __all__ = [
+    "B64_FRAMEWORKS",
     "FRAMEWORKS",
     "INPUT_EXAMPLE_FILE",
     "MODEL_FILES",

@@ -24,6 +24,7 @@ import numpy as np
 from mlengine.errors import InvalidArgument, MissingDependency, OperationFailed, invalid_field
 
 __all__ = [
+    "B64_FRAMEWORKS",
     "INPUT_EXAMPLE_FILE",
     "PREPROCESSOR_FILE",
     "Framework",
@@ -200,6 +201,11 @@ def read_input_example(model_dir: str | os.PathLike[str]) -> list[Any] | None:
     if isinstance(content, list):
         return content
     raise ModelLoadError(f'{path} must hold {{"instances": [...]}} or a JSON list.')
+
+
+B64_FRAMEWORKS = frozenset({"TENSORFLOW", "CUSTOM", ""})
+"""The frameworks whose instances get ``{"b64": ...}`` decoded (`decode_b64`) before the
+predictor sees them: AI Platform's TensorFlow and custom prediction classes (no framework)."""
 
 
 def decode_b64(value: Any) -> Any:

@@ -53,15 +53,17 @@ JSON model."""
 _UNSPECIFIED = frozenset({"", "FRAMEWORK_UNSPECIFIED"})
 
 
-def _is_xgboost_json(path: Path) -> bool:
-    """True when `path` looks like an XGBoost JSON model: an object with a ``learner`` key
-    (XGBoost writes it first; the head of the file is enough to tell)."""
+def _is_xgboost_json(path: Path, *, binary_json: bool = False) -> bool:
+    """True when `path` looks like an XGBoost JSON model (or, with `binary_json`, a JSON or
+    UBJSON one): an object with a ``learner`` key (XGBoost writes it first; the head of the
+    file is enough to tell)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError:
         return False
-    return head.lstrip().startswith(b"{") and b'"learner"' in head
+    key = b"learner" if binary_json else b'"learner"'
+    return head.lstrip().startswith(b"{") and key in head
 
 
 def _model_files(directory: Path) -> list[str]:
@@ -103,7 +105,14 @@ def _detect(directory: Path) -> tuple[str, Any]:
         return framework, None
     from mlengine.prediction.predictors._sklearn import load_pickle
 
-    model = load_pickle(directory / present[0])
+    try:
+        model = load_pickle(directory / present[0])
+    except ModelLoadError:
+        # AI Platform's XGBoost loader reads a model.joblib/pkl that does not unpickle as a
+        # Booster file (booster.save_model("model.joblib")); XGBOOST's predictor does too
+        if _is_xgboost_json(directory / present[0], binary_json=True):
+            return "XGBOOST", None
+        raise
     return _framework_of(model), model
 
 
@@ -114,7 +123,8 @@ def detect_framework(model_dir: str | os.PathLike[str]) -> str:
     ``model.json`` XGBOOST, ``model.txt`` LIGHTGBM, ``model.onnx`` ONNX, ``model.pt2``/``model.pt``
     PYTORCH, ``model.keras`` KERAS, ``model.skops`` SCIKIT_LEARN; ``model.joblib``/``model.pkl``
     are loaded and decided by the object's class (XGBoost objects XGBOOST, a LightGBM Booster
-    LIGHTGBM, anything else, LightGBM's scikit-learn wrappers included, SCIKIT_LEARN). Other
+    LIGHTGBM, anything else, LightGBM's scikit-learn wrappers included, SCIKIT_LEARN), or are
+    XGBOOST when they hold an XGBoost JSON/UBJSON Booster file instead of a pickle. Other
     files (``preprocessor.joblib``, ``input_example.json``...) are ignored.
 
     Raises:
