@@ -12,6 +12,7 @@ stderr and an exit code; the server turns them into AI Platform's error envelope
     ├── AlreadyExists                       409 ALREADY_EXISTS     exit 2
     ├── FailedPrecondition                  400 FAILED_PRECONDITION exit 2
     ├── PayloadTooLarge                     413 INVALID_ARGUMENT   exit 2
+    ├── Unauthenticated                     401 UNAUTHENTICATED    exit 2
     ├── Unavailable                         503 UNAVAILABLE        exit 1
     │   └── StoreUnavailable                    (the metadata DB or artifact store)
     ├── OperationFailed                     500 INTERNAL           exit 1
@@ -30,6 +31,7 @@ __all__ = [
     "OperationFailed",
     "PayloadTooLarge",
     "StoreUnavailable",
+    "Unauthenticated",
     "Unavailable",
     "invalid_field",
 ]
@@ -90,6 +92,14 @@ class PayloadTooLarge(MLEngineError):
 
     http_status = 413
     grpc_status = "INVALID_ARGUMENT"
+    exit_code = 2
+
+
+class Unauthenticated(MLEngineError):
+    """The server wants a bearer token (``api_token``) that the request lacks or gets wrong."""
+
+    http_status = 401
+    grpc_status = "UNAUTHENTICATED"
     exit_code = 2
 
 

@@ -19,6 +19,7 @@ from mlengine.errors import (
     NotFound,
     OperationFailed,
     PayloadTooLarge,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -30,7 +31,7 @@ _ERRORS: dict[str, type[MLEngineError]] = {
     "ALREADY_EXISTS": AlreadyExists,
     "FAILED_PRECONDITION": FailedPrecondition,
     "UNAVAILABLE": Unavailable,
-    "UNAUTHENTICATED": InvalidArgument,
+    "UNAUTHENTICATED": Unauthenticated,
 }
 
 

@@ -19,6 +19,7 @@ from mlengine.jobs import JobService, Scheduler
 from mlengine.models import ModelService
 from mlengine.prediction._heap import serving_collections, settle_heap
 from mlengine.prediction._serving import PredictionService
+from mlengine.server._auth import PUBLIC_PATHS, BearerToken
 from mlengine.server._errors import JSONResponse, error_response, install_error_handlers
 from mlengine.server._explain import router as explain_router
 from mlengine.server._metrics import install_metrics
@@ -110,12 +111,12 @@ def create_app(
     app.metrics = install_metrics(app)  # /metrics and /readyz
 
     if settings.api_token:
-        expected = f"Bearer {settings.api_token}"
+        token = BearerToken(settings.api_token)
 
         @app.middleware("http")
         async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
-            public = request.url.path in ("/healthz", "/readyz")
-            if not public and request.headers.get("authorization") != expected:
+            public = request.url.path in PUBLIC_PATHS
+            if not public and not token.accepts(request.scope["headers"]):
                 return error_response(401, "Missing or wrong bearer token (MLENGINE_API_TOKEN).")
             response: Response = await call_next(request)
             return response

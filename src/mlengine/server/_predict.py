@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from mlengine.errors import MLEngineError, NotFound
 from mlengine.prediction._serving import PredictionService
+from mlengine.server._auth import BearerToken
 from mlengine.server._errors import error_body
 from mlengine.server._metrics import PROTOCOL_ML_V1, PredictionMetrics, default_version_name
 
@@ -155,8 +156,7 @@ class PredictingApp(FastAPI):
 
     def __init__(self, *args: Any, api_token: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._authorization = f"Bearer {api_token}".encode() if api_token else b""
-        self._bearer = (b"authorization", self._authorization)  # the header it must carry
+        self._token = BearerToken(api_token) if api_token else None
         # plain attributes: `app.state` looks its values up through a failed attribute lookup
         # (an AttributeError made and dropped), which costs more than the rest of routing here
         self.prediction: PredictionService | None = None
@@ -178,7 +178,7 @@ class PredictingApp(FastAPI):
         if (
             route is None
             or prediction is None
-            or (self._authorization and self._bearer not in scope["headers"])
+            or (self._token is not None and not self._token.accepts(scope["headers"]))
         ):
             await super().__call__(scope, receive, send)
             return
