@@ -234,6 +234,61 @@ def test_pytorch_tuple_outputs(tmp_path: Path) -> None:
     assert outputs == [{"output_0": 6.0, "output_1": 3.0}]
 
 
+def test_a_torchscript_model_that_raises_names_the_instance(tmp_path: Path) -> None:
+    """TorchScript declares no input shape: the instance the model raised on is found by
+    predicting parts of the batch again, and named as AI Platform does."""
+    import torch
+
+    class Checked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x < 0).any()):
+                raise ValueError("negative input")
+            return self.linear(x)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*torch\.jit.*deprecated", DeprecationWarning)
+        torch.jit.save(torch.jit.script(Checked()), str(tmp_path / "model.pt"))
+    predictor = load_predictor(tmp_path)
+    rows = [[1.0, 2.0, 3.0, 4.0]] * 9
+    assert len(predictor.predict(rows)) == 9
+    for bad in (0, 3, 8):
+        instances = [list(row) for row in rows]
+        instances[bad][2] = -1.0
+        with pytest.raises(
+            PredictionError, match=rf"pytorch prediction: instance {bad}: .*negative"
+        ):
+            predictor.predict(instances)
+    with pytest.raises(PredictionError, match=r"instance 0: .*mat1 and mat2 shapes"):
+        predictor.predict([[1.0, 2.0, 3.0, 4.0, 5.0]] * 3)  # 5 features for 4
+
+
+def test_first_failing_instance_bisects_and_confirms() -> None:
+    from mlengine.prediction.predictors._base import first_failing_instance
+
+    calls: list[tuple[int, int]] = []
+
+    def raising_at(index: int | None, *, whole: bool = False) -> Any:
+        def run(start: int, stop: int) -> None:
+            calls.append((start, stop))
+            if whole and stop - start == 10:
+                raise RuntimeError("the batch as a whole")
+            if index is not None and start <= index < stop:
+                raise RuntimeError(f"bad {index}")
+
+        return run
+
+    for index in range(10):
+        calls.clear()
+        found = first_failing_instance(raising_at(index), 10)
+        assert found is not None and found[0] == index and str(found[1]) == f"bad {index}"
+        assert len(calls) <= 5  # log2(10) rounded up, and the confirmation
+    assert first_failing_instance(raising_at(None, whole=True), 10) is None
+
+
 # -- ONNX ------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Self
@@ -265,6 +265,32 @@ def import_optional(module: str, *, framework: str, extra: str) -> ModuleType:
             f"The {framework} predictor needs {root}{why}. "
             f"Install it with: pip install 'mlengine[{extra}]'"
         ) from error
+
+
+def first_failing_instance(
+    run: Callable[[int, int], object], count: int
+) -> tuple[int, BaseException] | None:
+    """The first of `count` instances that fails alone, and its error, for a model that raised
+    on the whole batch without saying which instance (AI Platform names it).
+
+    ``run(start, stop)`` predicts instances ``start:stop`` and raises as the model does. A
+    bisection finds the instance in about log2(`count`) calls over about `count` instances in
+    all; None when the instance so found does not fail alone (the batch failed as a whole).
+    """
+    start, stop = 0, count  # invariant: run(start, stop) raises
+    while stop - start > 1:
+        middle = (start + stop) // 2
+        try:
+            run(start, middle)
+        except Exception:
+            stop = middle
+        else:
+            start = middle
+    try:
+        run(start, start + 1)
+    except Exception as error:
+        return start, error
+    return None
 
 
 def find_model_file(model_dir: str | os.PathLike[str], names: Sequence[str]) -> Path:

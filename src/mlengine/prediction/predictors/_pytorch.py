@@ -31,6 +31,7 @@ from mlengine.prediction.predictors._base import (
     TensorInput,
     error_detail,
     find_model_file,
+    first_failing_instance,
     import_optional,
     input_arrays,
     inputs_example,
@@ -126,12 +127,24 @@ class PyTorchPredictor(Predictor):
         if kwargs.get("input_gradients") is not None:
             return self._input_gradients(instances, kwargs["input_gradients"])
         torch = _torch()
-        arrays = input_arrays(instances, self.inputs, _LIBRARY)
-        try:
+        arrays = list(input_arrays(instances, self.inputs, _LIBRARY).values())
+
+        def run(start: int, stop: int) -> Any:
             with torch.inference_mode():
-                outputs = self.module(*(torch.from_numpy(array) for array in arrays.values()))
+                return self.module(*(torch.from_numpy(array[start:stop]) for array in arrays))
+
+        try:
+            outputs = run(0, len(instances))
         except Exception as error:
-            raise PredictionError.during(_LIBRARY, self._detail(error)) from error
+            # a TorchScript module declares no input shape: what the model raised on names the
+            # instance, found by predicting parts of the batch again
+            failing = first_failing_instance(run, len(instances))
+            if failing is None:
+                raise PredictionError.during(_LIBRARY, self._detail(error)) from error
+            index, alone = failing
+            raise PredictionError.during(
+                _LIBRARY, self._detail(alone), instance_index=index
+            ) from error
         return per_instance(_to_numpy(outputs, torch), len(instances), _LIBRARY)
 
     def _input_gradients(self, instances: list[Any], output: Any) -> list[Any]:
