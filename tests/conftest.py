@@ -4,6 +4,7 @@ an ephemeral 127.0.0.1 port, and tiny trainer packages written on the fly."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -149,6 +150,9 @@ class ServerProcess:
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
+        if self.process.poll() is None:  # not answering: leave no server behind the error
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
         raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
 
     def kill(self) -> None:

@@ -133,6 +133,8 @@ def test_explain_refusals(client: mlengine.Client, server: ServerProcess, tmp_pa
         client.explain("plain", [[1, 2, 3, 4]], version="ig")  # a scikit-learn model
     with pytest.raises(InvalidArgument, match="instance 1"):
         client.explain("plain", [[1, 2, 3, 4], [1, 2]], version="shap")
+    with pytest.raises(InvalidArgument, match=r"'input_gradients' field .* SCIKIT_LEARN"):
+        client.predict("plain", [[1, 2, 3, 4]], input_gradients=0)  # not silently ignored
     url = f"{server.url}/v1/projects/default/models"
     missing = httpx.post(f"{url}/nomodel:explain", json={"instances": [[1]]})
     assert missing.status_code == 404 and missing.json()["error"]["status"] == "NOT_FOUND"

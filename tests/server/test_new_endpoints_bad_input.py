@@ -427,8 +427,8 @@ V1 = "/models/lin/versions/v1:explain"
         (
             "/models/lin/versions/huge:explain",
             {"json": {"instances": ROWS}},
-            "needs 4294967296 predictions to explain (instances x numPaths x features); "
-            "the limit is 200000",
+            "needs 4294967296 predictions to explain (per instance and baseline, numPaths x "
+            "(features - 1) + 2); the limit is 200000",
         ),
         (
             "/models/lin/versions/v1:explain",

@@ -213,7 +213,7 @@ def update_version(
     """Update a version's description, labels (max_batch_size and max_batch_wait_ms retune its
     batching without reloading it), scaling, request logging or code: a new prediction class or
     packages are loaded and smoke-tested while the version goes on serving its current code."""
-    settings = load_job_config(config) if config is not None else None
+    settings = load_job_config(config, "Version") if config is not None else None
     request_logging = request_logging_flags(bigquery_table_name, sampling_percentage)
     with _client(ctx, project) as client:
         current = client.versions.get(model, version)
@@ -310,7 +310,7 @@ def create_version(
     )  # fmt: skip
     body: dict[str, Any] = {}
     if config is not None:
-        body = load_job_config(config)
+        body = load_job_config(config, "Version")
         unknown = sorted(set(body) - _VERSION_CONFIG_KEYS)
         if unknown:
             named = [f"{key} (use {_VERSION_CONFIG_FLAGS[key]})" if key in _VERSION_CONFIG_FLAGS

@@ -43,6 +43,11 @@ def read_instances(
         text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8-sig")
     except OSError as error:
         raise InvalidArgument(f"Cannot read {flag} {path}: {error.strerror}.") from None
+    except UnicodeDecodeError as error:
+        raise InvalidArgument(
+            f"The {flag} file {path} is not UTF-8 text (byte {error.start}): binary values go "
+            'in {"b64": "<base64>"} objects.'
+        ) from None
     if flag == "--json-request":
         try:
             request = orjson.loads(text)

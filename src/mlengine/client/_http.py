@@ -3,6 +3,7 @@ and a local server started on demand."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +25,9 @@ from mlengine.errors import (
 )
 
 __all__ = ["APIClient"]
+
+_EMPTY_SEGMENT = re.compile(r"//|/$|/:")
+"""What an empty name leaves in an API path."""
 
 _ERRORS: dict[str, type[MLEngineError]] = {
     "INVALID_ARGUMENT": InvalidArgument,
@@ -84,6 +88,11 @@ class APIClient:
             MLEngineError: the server's error, as the matching subclass.
             Unavailable: no server answers (and none could be started).
         """
+        if _EMPTY_SEGMENT.search(path):  # an empty name: the server would redirect or 405
+            raise InvalidArgument(
+                f"A name in {path} is empty: give the project, model, version, job or "
+                "operation name."
+            )
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path, params=query, json=json, content=content)
@@ -113,6 +122,11 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
         body = {"error": response.text.strip() or response.reason_phrase}
     # A 200 carrying a string `error` is a failed prediction (AI Platform did that); an
     # Operation's `error` object is part of the resource.
+    if 300 <= response.status_code < 400:  # the API never redirects: a path it does not serve
+        raise InvalidArgument(
+            f"The server answered {response.status_code} to {response.request.url.path}: "
+            "no such API path."
+        )
     if (
         response.status_code < 400
         and isinstance(body, dict)

@@ -186,7 +186,7 @@ class ModelsAPI:
         Raises:
             InvalidArgument: the server refused the instances (message names the instance).
         """
-        path = f"{self._base}/{model}" + (f"/versions/{version}" if version else "")
+        path = f"{self._base}/{model}" + (f"/versions/{version}" if version is not None else "")
         answer = self._client.api.request(
             "POST", f"{path}:predict", json={"instances": list(instances), **fields}
         )
@@ -209,7 +209,7 @@ class ModelsAPI:
             InvalidArgument: the version has no explanationConfig (or one mlengine does not
                 compute), or the server refused the instances (message names the instance).
         """
-        path = f"{self._base}/{model}" + (f"/versions/{version}" if version else "")
+        path = f"{self._base}/{model}" + (f"/versions/{version}" if version is not None else "")
         answer = self._client.api.request(
             "POST", f"{path}:explain", json={"instances": list(instances), **fields}
         )

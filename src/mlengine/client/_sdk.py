@@ -93,7 +93,12 @@ class JobsAPI:
         return Job(self._client, resource)
 
     def stage_package(self, path: Path) -> str:
-        """Upload a package file to the server's staging area; return its URI."""
+        """Upload a package file to the server's staging area; return its URI.
+
+        Raises:
+            InvalidArgument: not an existing .tar.gz, .zip or .whl archive.
+        """
+        validate_package_files([path])
         answer = self._client.api.request(
             "POST",
             f"/upload/v1/projects/{self._client.project}/packages",

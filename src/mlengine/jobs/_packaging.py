@@ -204,7 +204,8 @@ def validate_package_files(paths: Sequence[str | Path]) -> list[Path]:
                 f"The package file {path} must end in .tar.gz, .zip or .whl. Got {path.name!r}."
             )
         if not path.is_file():
-            raise InvalidArgument(f"The package file {path} does not exist.")
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            raise InvalidArgument(f"The package file {path} {what}.")
         if not is_package_archive(path):
             raise InvalidArgument(
                 f"The package file {path} is not a {_ARCHIVE_KIND[path.name.endswith('.tar.gz')]}."

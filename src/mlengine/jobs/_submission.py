@@ -27,17 +27,21 @@ _MACHINE_TYPE_FLAGS = (
 )
 
 
-def load_job_config(path: str | Path) -> dict[str, Any]:
-    """Read a `Job` from a YAML or JSON file.
+def load_job_config(path: str | Path, resource: str = "Job") -> dict[str, Any]:
+    """Read a `Job` (or the `resource` named) from a YAML or JSON file.
 
     Raises:
-        InvalidArgument: the file is missing, unparsable or not a mapping.
+        InvalidArgument: the file is missing, not UTF-8, unparsable or not a mapping.
     """
     file = Path(path)
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise InvalidArgument(f"Cannot read the config file {file}: {error.strerror}.") from None
+    except UnicodeDecodeError as error:
+        raise InvalidArgument(
+            f"The config file {file} is not UTF-8 text (byte {error.start})."
+        ) from None
     try:
         data = orjson.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, orjson.JSONDecodeError) as error:
@@ -49,7 +53,7 @@ def load_job_config(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InvalidArgument(f"The config file {file} must hold a Job object (a mapping).")
+        raise InvalidArgument(f"The config file {file} must hold a {resource} object (a mapping).")
     return data
 
 

@@ -223,8 +223,9 @@ async def explain_instances(
     )
     if total > MAX_ROWS:
         raise InvalidArgument(
-            f"This request needs {total} predictions to explain (instances x numPaths x "
-            f"features); the limit is {MAX_ROWS}: send fewer instances or lower numPaths."
+            f"This request needs {total} predictions to explain (per instance and baseline, "
+            f"numPaths x (features - 1) + 2); the limit is {MAX_ROWS}: send fewer instances "
+            "or lower numPaths."
         )
     if not instances:
         return []
@@ -319,8 +320,9 @@ async def integrated_gradients(
     total = sum(len(baselines) * (num_steps + 2) for baselines in every)
     if total > MAX_ROWS:
         raise InvalidArgument(
-            f"This request needs {total} gradients to explain (instances x numIntegralSteps); "
-            f"the limit is {MAX_ROWS}: send fewer instances or lower numIntegralSteps."
+            f"This request needs {total} gradients to explain (per instance and baseline, "
+            f"numIntegralSteps + 2); the limit is {MAX_ROWS}: send fewer instances or lower "
+            "numIntegralSteps."
         )
     outputs = await predict(list(instances), options)
     alphas = (np.arange(num_steps) + 0.5) / num_steps

@@ -43,6 +43,7 @@ from mlengine.prediction._loaded import LoadedVersions
 from mlengine.prediction.predictors import (
     B64_FRAMEWORKS,
     PREPROCESSOR_FILE,
+    PredictionError,
     Predictor,
     decode_b64,
     load_predictor,
@@ -409,6 +410,15 @@ class PredictionService:
         framework = str(record.spec.get("framework") or "")
         if framework in B64_FRAMEWORKS:
             instances = decode_b64(instances)
+        elif (
+            options
+            and options.get("input_gradients") is not None
+            and framework not in _GRADIENT_FRAMEWORKS
+        ):
+            raise PredictionError(
+                "The 'input_gradients' field of the request is answered by PyTorch, Keras and "
+                f"TensorFlow versions only; version {record.name} is {framework}."
+            )
         if not instances:
             return _no_predictions()
         key = (record.project, record.model, record.name)

@@ -48,9 +48,25 @@ def test_input_gradients_match_finite_differences(build: object, tmp_path: Path)
             gradients = np.asarray(predictor.predict(ROWS.tolist(), input_gradients=output))
             assert gradients.shape == ROWS.shape
             assert np.allclose(gradients, _finite_differences(predictor, output), atol=2e-3)
-        with pytest.raises(PredictionError, match="has 3 outputs per instance, not 4"):
+        with pytest.raises(PredictionError, match=r"no output 3: .* 3 output\(s\) .*\(0 to 2\)"):
             predictor.predict(ROWS.tolist(), input_gradients=3)
         with pytest.raises(PredictionError, match="output index >= 0"):
             predictor.predict(ROWS.tolist(), input_gradients="first")
+    finally:
+        predictor.close()
+
+
+def test_a_version_with_a_preprocessor_refuses_input_gradients(tmp_path: Path) -> None:
+    """Its model's gradients would be those of the transformed features, not the instances'."""
+    import joblib
+    from sklearn.preprocessing import StandardScaler
+
+    build_pytorch_pt2(tmp_path)
+    joblib.dump(StandardScaler().fit(iris_data()[0]), tmp_path / "preprocessor.joblib")
+    predictor = load_predictor(tmp_path)
+    try:
+        assert len(predictor.predict(ROWS.tolist())) == 3
+        with pytest.raises(PredictionError, match=r"'input_gradients' .* preprocessor\.joblib"):
+            predictor.predict(ROWS.tolist(), input_gradients=0)
     finally:
         predictor.close()

@@ -33,7 +33,11 @@ def check_output_index(output: Any, inputs: int) -> int:
 
 def _selected(flat: Any, output: int) -> Any:
     if output >= flat.shape[1]:
-        raise IndexError(f"the model has {flat.shape[1]} outputs per instance, not {output + 1}")
+        count = flat.shape[1]
+        raise IndexError(
+            f"there is no output {output}: the model has {count} output(s) per instance "
+            f"(0 to {count - 1})"
+        )
     return flat[:, output]
 
 

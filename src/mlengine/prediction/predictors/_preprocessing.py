@@ -123,6 +123,11 @@ class PreprocessedPredictor(Predictor):
         Raises:
             PredictionError: a malformed instance, or the preprocessor or the model raised.
         """
+        if kwargs.get("input_gradients") is not None:
+            raise PredictionError(
+                "The 'input_gradients' field of the request is not answered for a version with "
+                f"{PREPROCESSOR_FILE}: the gradients would be those of the transformed features."
+            )
         if len(instances) == 0:
             return []
         return self.predictor.predict(cast(Any, self.transform(instances)), **kwargs)
