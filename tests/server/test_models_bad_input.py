@@ -255,6 +255,7 @@ LONG = "a" * 129
             {"name": "m2", "onlinePredictionConsoleLogging": "yes"},
             "'onlinePredictionConsoleLogging'",
         ),
+        ({"name": "m2", "region": ["us-central1"]}, "Unknown name 'region' in the Model"),
     ],
 )
 def test_create_model_refuses_bad_fields(world: Api, body: dict[str, Any], names: str) -> None:
@@ -417,6 +418,8 @@ def test_create_model_takes_the_longest_name_and_null_or_empty_defaults(world: A
         ({"acceleratorConfig": {"count": "x"}}, "'acceleratorConfig.count' field"),
         ({"acceleratorConfig": {"count": -1}}, "'acceleratorConfig.count' field"),
         ({"container": {"image": "gcr.io/x/y"}}, "'container' field of Version"),
+        ({"deploymentURI": "/x"}, "Unknown name 'deploymentURI' in the Version"),
+        ({"minNodes": 1}, "Unknown name 'minNodes' in the Version: it has no such field"),
     ],
 )
 def test_create_version_refuses_bad_fields(world: Api, fields: dict[str, Any], names: str) -> None:
@@ -432,6 +435,10 @@ def test_create_version_keeps_the_known_members_of_its_objects(world: Api) -> No
             "acceleratorConfig": {"count": 1, "type": "NVIDIA_TESLA_T4", "zone": "x"},
             "explanationConfig": {"sampledShapleyAttribution": {"numPaths": 5}, "junk": 3},
             "requestLoggingConfig": {"samplingPercentage": 0.5},
+            # output-only fields are accepted and ignored, as AI Platform does
+            "state": "FAILED",
+            "isDefault": False,
+            "createTime": "2020-01-01T00:00:00Z",
         }
     )
     world.ok(world.client.post("/models", json={"name": "objects"}))
@@ -440,6 +447,8 @@ def test_create_version_keeps_the_known_members_of_its_objects(world: Api) -> No
     assert version["acceleratorConfig"] == {"count": "1", "type": "NVIDIA_TESLA_T4"}
     assert version["explanationConfig"] == {"sampledShapleyAttribution": {"numPaths": 5}}
     assert "requestLoggingConfig" not in version  # as AI Platform: only versions.patch sets it
+    assert version["state"] == "READY" and version["isDefault"] is True
+    assert version["createTime"] != "2020-01-01T00:00:00Z"
     assert world.ok(world.client.get("/models/objects/versions/vobjects")) == {
         k: v for k, v in version.items() if k != "@type"
     }

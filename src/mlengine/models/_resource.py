@@ -76,12 +76,39 @@ def validate_name(value: object, field: str, owner: str) -> str:
     return value
 
 
+_MODEL_FIELDS = frozenset(
+    {"name", "description", "regions", "defaultVersion", "onlinePredictionLogging",
+     "onlinePredictionConsoleLogging", "labels", "etag"}
+)  # fmt: skip
+"""Every field of AI Platform's `Model` (AIPLATFORM.md 3.1), output-only ones included."""
+_VERSION_FIELDS = frozenset(
+    {"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
+     "machineType", "autoScaling", "manualScaling", "acceleratorConfig", "predictionClass",
+     "packageUris", "serviceAccount", "state", "isDefault", "errorMessage", "createTime",
+     "lastUseTime", "lastMigrationModelId", "lastMigrationTime", "etag", "labels",
+     "requestLoggingConfig", "explanationConfig", "container", "routes"}
+)  # fmt: skip
+"""Every field of AI Platform's `Version` (AIPLATFORM.md 3.2), output-only ones included."""
+
+
+def _known_fields(body: Mapping[str, Any], fields: frozenset[str], resource: str) -> None:
+    """Refuse a field `resource` does not have, as Google's API front end does (a typo would
+    otherwise be dropped without a word); output-only fields are accepted and ignored."""
+    unknown = sorted(str(key) for key in body if key not in fields)
+    if unknown:
+        raise InvalidArgument(
+            f"Unknown name {unknown[0]!r} in the {resource}: it has no such field (a {resource} "
+            f"has {', '.join(sorted(fields))})."
+        )
+
+
 def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a `Model` create request, normalised.
 
     Raises:
-        InvalidArgument: a bad name, regions, labels or flag.
+        InvalidArgument: an unknown field, a bad name, regions, labels or flag.
     """
+    _known_fields(body, _MODEL_FIELDS, "Model")
     name = validate_name(body.get("name"), "name", "Model")
     regions = body.get("regions")
     if regions is None or regions == []:
@@ -120,12 +147,13 @@ def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a `Version` create request, normalised (unknown fields dropped).
+    """The fields of a `Version` create request, normalised (output-only fields ignored).
 
     Raises:
-        InvalidArgument: a field of the wrong type or out of range (the message names it), or
-            a missing deploymentUri.
+        InvalidArgument: an unknown field, a field of the wrong type or out of range (the
+            message names it), or a missing deploymentUri.
     """
+    _known_fields(body, _VERSION_FIELDS, "Version")
     spec: dict[str, Any] = {"name": validate_name(body.get("name"), "name", "Version")}
     for field in _VERSION_STRINGS:
         value = body.get(field)
