@@ -53,6 +53,15 @@ def test_binary_files_and_bad_packages_are_refused_in_one_line(
                         ["local", "predict", "--model-dir", str(model_dir)]):  # fmt: skip
             line = _one_error_line(run_cli(*command, flag, str(binary)))
             assert f"The {flag} file {binary} is not UTF-8 text" in line, line
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    for flag in ("--json-instances", "--text-instances"):
+        line = _one_error_line(run_cli("predict", "--model", "m", flag, str(empty)))
+        assert line == f"ERROR: The {flag} file {empty} holds no instances."
+    for directory in ("", str(tmp_path / "nope")):
+        line = _one_error_line(run_cli("local", "predict", "--model-dir", directory,
+                                       "--json-instances", str(empty)))  # fmt: skip
+        assert line == f"ERROR: The --model-dir {directory!r} is not a directory."
     create = ("versions", "create", "v2", "--model", "m", "--origin", str(model_dir))
     assert "The config file" in _one_error_line(run_cli(*create, "--config", str(binary)))
     assert "not UTF-8 text" in _one_error_line(

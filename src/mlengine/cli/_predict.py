@@ -68,6 +68,8 @@ def read_instances(
             instances.append(orjson.loads(line))
         except orjson.JSONDecodeError as error:
             raise InvalidArgument(f"Line {number} of {flag} {path} is not JSON: {error}.") from None
+    if not instances:
+        raise InvalidArgument(f"The {flag} file {path} holds no instances.")
     if limit is not None and len(instances) > limit:
         raise InvalidArgument(
             f"{flag} has {len(instances)} instances; predict takes at most {limit} "
@@ -152,7 +154,7 @@ def explain(
 
 
 def local_predict(
-    model_dir: Path = typer.Option(..., help="Directory with the model files."),
+    model_dir: str = typer.Option(..., help="Directory with the model files."),
     framework: str = typer.Option(None, help="Default: detected from the files."),
     json_request: Path = typer.Option(None),
     json_instances: Path = typer.Option(None),
@@ -175,6 +177,8 @@ def local_predict(
             f"The --framework flag must be one of {', '.join(FRAMEWORKS)} (or leave it out to "
             f"detect the framework from the files). Got {framework!r}."
         )
+    if not model_dir.strip() or not Path(model_dir).is_dir():
+        raise InvalidArgument(f"The --model-dir {model_dir!r} is not a directory.")
     instances = read_instances(json_request, json_instances, text_instances, limit=None)
     predictor = load_predictor(model_dir, framework)
     fields: dict[str, Any] = {}
