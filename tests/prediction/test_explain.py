@@ -90,6 +90,9 @@ async def test_a_classifier_explains_the_probability_of_the_class_it_predicts() 
     assert one["attributions"]["a"] > 0 and one["attributions"]["b"] == pytest.approx(0.0)
     assert zero["attributions"]["b"] > 0 and zero["attributions"]["a"] == pytest.approx(0.0)
     assert one["baseline_score"] == pytest.approx(0.5)
+    # a model whose predictor does not take the option: its outputs, named as they are
+    (plain,) = await explain_instances(instances[:1], predict, {}, 5, {}, probabilities=False)
+    assert plain["attributions_by_label"][0]["output_name"] == "outputs"
 
 
 async def test_object_instances_take_baselines_by_feature_and_need_them_for_text() -> None:

@@ -205,12 +205,16 @@ async def explain_instances(
     metadata: Mapping[str, Any],
     num_paths: int,
     options: Mapping[str, Any],
+    *,
+    probabilities: bool = True,
 ) -> list[dict[str, Any]]:
     """One explanation per instance, as AI Platform's explain answers:
     ``{"attributions_by_label": [{"label_index", "example_score", "baseline_score",
     "attributions", "approx_error", "output_name"}]}``. A classifier's explained score is the
     probability of the class it predicts for the instance; a regressor's, its prediction; a
-    model with several outputs, the highest.
+    model with several outputs, the highest. Without `probabilities` (a framework whose
+    predictor does not take that option: its outputs are explained as they are, as
+    ``outputs``), the option is not asked for.
 
     Raises:
         InvalidArgument: an instance or baseline that does not fit, a model whose outputs are
@@ -229,11 +233,14 @@ async def explain_instances(
         )
     if not instances:
         return []
-    scored = {**options, "probabilities": True}
+    plain = {key: value for key, value in options.items() if key != "probabilities"}
+    scored = {**options, "probabilities": True} if probabilities else plain
     try:
         outputs = await predict(list(instances), scored)
     except InvalidArgument:  # not a classifier, or a bad instance: named by the retry
-        scored = {key: value for key, value in options.items() if key != "probabilities"}
+        if scored is plain:
+            raise
+        scored = plain
         outputs = await predict(list(instances), scored)
     explanations = []
     for index, (instance, baselines) in enumerate(zip(instances, every, strict=True)):

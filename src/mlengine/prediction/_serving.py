@@ -373,7 +373,10 @@ class PredictionService:
             explanations = await integrated_gradients(instances, predict, metadata, steps, options)
         else:
             paths = int(config[method].get("numPaths") or _DEFAULT_PATHS)
-            explanations = await explain_instances(instances, predict, metadata, paths, options)
+            explanations = await explain_instances(
+                instances, predict, metadata, paths, options,
+                probabilities=framework not in _GRADIENT_FRAMEWORKS,  # theirs do not take it
+            )  # fmt: skip
         return record.name, {"explanations": explanations}
 
     def _explanation_metadata(self, record: VersionRecord) -> tuple[dict[str, Any], bool]:
