@@ -1041,6 +1041,8 @@ def test_operations_filter_server_side(world: Api) -> None:
     assert by_name["operations"] == [creates[0]]
     check(world, "GET", "/operations", BAD, "Unsupported filter field 'state'",
           params={"filter": "state:DONE"})  # fmt: skip
+    check(world, "GET", "/operations", BAD, "done:maybe must be done:true or done:false",
+          params={"filter": "done:maybe"})  # fmt: skip
 
 
 def test_an_update_operation_names_the_type_of_its_response(world: Api) -> None:

@@ -655,6 +655,12 @@ class ModelService:
         """
         validate_project(project)
         terms = parse_filter(filter_text, _OPERATION_FILTER_FIELDS)
+        for term in terms:
+            if term.field == "done" and (term.prefix or term.value not in ("true", "false")):
+                raise InvalidArgument(
+                    f"The filter term done:{term.value}{'*' if term.prefix else ''} must be "
+                    "done:true or done:false."
+                )
         operations, token = self._filtered_page(
             lambda size, after: self.registry.list_operations(project, size, after),
             operation_resource, terms, _page_size(page_size), page_token,
