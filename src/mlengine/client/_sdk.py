@@ -99,6 +99,10 @@ class JobsAPI:
             InvalidArgument: not an existing .tar.gz, .zip or .whl archive.
         """
         validate_package_files([path])
+        return self._upload_package(path)
+
+    def _upload_package(self, path: Path) -> str:
+        """Upload a package file already checked; return its URI."""
         answer = self._client.api.request(
             "POST",
             f"/upload/v1/projects/{self._client.project}/packages",
@@ -139,12 +143,12 @@ class JobsAPI:
         with tempfile.TemporaryDirectory(prefix="mlengine-package-") as staging:
             if package_path is not None:
                 built = build_package(Path(package_path), Path(staging))
-                uris.append(self.stage_package(built))
-            for package in packages:
+                uris.append(self._upload_package(built))
+            for package in packages:  # the local ones checked above, before any upload
                 if "://" in str(package):
                     uris.append(str(package))
                 else:
-                    uris.append(self.stage_package(Path(package)))
+                    uris.append(self._upload_package(Path(package)))
         directory = None
         if job_dir is not None:
             directory = str(job_dir)
