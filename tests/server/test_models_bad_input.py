@@ -420,6 +420,31 @@ def test_create_model_takes_the_longest_name_and_null_or_empty_defaults(world: A
         ({"container": {"image": "gcr.io/x/y"}}, "'container' field of Version"),
         ({"deploymentURI": "/x"}, "Unknown name 'deploymentURI' in the Version"),
         ({"minNodes": 1}, "Unknown name 'minNodes' in the Version: it has no such field"),
+        (
+            {"acceleratorConfig": {"count": 1, "type": "NVIDIA_TESLA_T4", "zone": "x"}},
+            "Unknown name 'zone' at 'acceleratorConfig' in the Version",
+        ),
+        (
+            {"explanationConfig": {"sampledShapleyAttribution": {"numPaths": 5}, "junk": 3}},
+            "Unknown name 'junk' at 'explanationConfig'",
+        ),
+        (
+            {"explanationConfig": {"sampledShapleyAttribution": {"num_path": 5}}},
+            "Unknown name 'num_path' at 'explanationConfig.sampledShapleyAttribution'",
+        ),
+        (
+            {"autoScaling": {"metrics": [{"name": "CPU_USAGE", "targt": 60}]}},
+            "Unknown name 'targt' at 'autoScaling.metrics[0]'",
+        ),
+        ({"manualScaling": {"node": 2}}, "Unknown name 'node' at 'manualScaling'"),
+        (
+            {"requestLoggingConfig": {"samplingPercent": 0.5}},
+            "Unknown name 'samplingPercent' at 'requestLoggingConfig'",
+        ),
+        (
+            {"deployment_uri": "/elsewhere"},
+            "The field 'deploymentUri' of Version is given twice",
+        ),
     ],
 )
 def test_create_version_refuses_bad_fields(world: Api, fields: dict[str, Any], names: str) -> None:
@@ -427,14 +452,16 @@ def test_create_version_refuses_bad_fields(world: Api, fields: dict[str, Any], n
     check(world, "POST", "/models/m/versions", BAD, names, json=body)
 
 
-def test_create_version_keeps_the_known_members_of_its_objects(world: Api) -> None:
+def test_create_version_reads_its_objects_and_proto_field_names(world: Api) -> None:
+    """Proto field names (deployment_uri) read as their JSON names, as Google's front end does."""
     body = world.fill(
         {
             "name": "vobjects",
-            "deploymentUri": "{origin}",
-            "acceleratorConfig": {"count": 1, "type": "NVIDIA_TESLA_T4", "zone": "x"},
-            "explanationConfig": {"sampledShapleyAttribution": {"numPaths": 5}, "junk": 3},
-            "requestLoggingConfig": {"samplingPercentage": 0.5},
+            "deployment_uri": "{origin}",
+            "accelerator_config": {"count": 1, "type": "NVIDIA_TESLA_T4"},
+            "explanationConfig": {"sampled_shapley_attribution": {"num_paths": 5}},
+            "requestLoggingConfig": {"sampling_percentage": 0.5},
+            "auto_scaling": {"min_nodes": 1, "metrics": [{"name": "CPU_USAGE", "target": 60}]},
             # output-only fields are accepted and ignored, as AI Platform does
             "state": "FAILED",
             "isDefault": False,
@@ -446,6 +473,10 @@ def test_create_version_keeps_the_known_members_of_its_objects(world: Api) -> No
     version = created["response"]
     assert version["acceleratorConfig"] == {"count": "1", "type": "NVIDIA_TESLA_T4"}
     assert version["explanationConfig"] == {"sampledShapleyAttribution": {"numPaths": 5}}
+    assert version["autoScaling"] == {
+        "minNodes": 1,
+        "metrics": [{"name": "CPU_USAGE", "target": 60}],
+    }
     assert "requestLoggingConfig" not in version  # as AI Platform: only versions.patch sets it
     assert version["state"] == "READY" and version["isDefault"] is True
     assert version["createTime"] != "2020-01-01T00:00:00Z"
@@ -533,7 +564,7 @@ def test_concurrent_creates_of_one_name_give_one_resource_and_409s(world: Api) -
             "default_version.name",
             {"default_version": {"name": None}},
             BAD,
-            "'default_version.name' field of Model",
+            "'defaultVersion.name' field of Model",
         ),
         ("defaultVersion.name", {"defaultVersion": {"name": "nope"}}, MISSING, "versions/nope"),
         (
@@ -582,6 +613,12 @@ def test_patch_model_refuses_bad_masks_and_fields(
             "description,labels",
             {"description": "new", "labels": {"Team": "b"}},
             "'labels.Team' field of Version",
+        ),
+        ("description", {"description": "x", "descripton": "y"}, "Unknown name 'descripton'"),
+        (
+            "autoScaling.minNodes",
+            {"autoScaling": {"minNode": 1}},
+            "Unknown name 'minNode' at 'autoScaling' in the Version",
         ),
         ("autoScaling.minNodes", {"autoScaling": "x"}, "'autoScaling' field of Version"),
         ("autoScaling.minNodes", {"autoScaling": [2]}, "'autoScaling' field of Version"),
@@ -709,6 +746,32 @@ def test_patch_version_scaling_changes_only_the_masked_leaf(world: Api) -> None:
         )
     )
     assert "autoScaling" not in world.ok(world.client.get("/models/m/versions/v1"))
+
+
+def test_patch_reads_proto_field_names_in_masks_and_bodies(world: Api) -> None:
+    """auto_scaling.min_nodes is autoScaling.minNodes, as Google's front end reads it."""
+    world.ok(
+        world.client.patch(
+            "/models/m/versions/v1",
+            params={"updateMask": "auto_scaling.min_nodes,request_logging_config"},
+            json={
+                "auto_scaling": {"min_nodes": 3},
+                "request_logging_config": {"sampling_percentage": 0.25},
+            },
+        )
+    )
+    version = world.ok(world.client.get("/models/m/versions/v1"))
+    assert version["autoScaling"] == {"minNodes": 3}
+    assert version["requestLoggingConfig"] == {"samplingPercentage": 0.25}
+    world.ok(
+        world.client.patch(
+            "/models/m/versions/v1",
+            params={"updateMask": "autoScaling.minNodes,requestLoggingConfig"},
+            json={},
+        )
+    )
+    cleared = world.ok(world.client.get("/models/m/versions/v1"))
+    assert "autoScaling" not in cleared and "requestLoggingConfig" not in cleared
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,15 @@ from mlengine.store import ModelRecord, OperationRecord, VersionRecord
 
 __all__ = [
     "FRAMEWORK_NAMES",
+    "MODEL_FIELDS",
+    "VERSION_FIELDS",
+    "VERSION_OBJECT_FIELDS",
     "batching_labels",
     "default_version_name",
+    "json_name",
     "model_resource",
     "operation_resource",
+    "proto_body",
     "validate_model",
     "validate_name",
     "validate_version",
@@ -32,6 +37,7 @@ _PREDICTION_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*://")
 _INT32_MAX = 2**31 - 1
 _METRIC_NAMES = ("METRIC_NAME_UNSPECIFIED", "CPU_USAGE", "GPU_DUTY_CYCLE")
+_METRIC_FIELDS = frozenset({"name", "target"})
 _BIGQUERY_TABLE = re.compile(r"[A-Za-z0-9_:-]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_$-]+")
 FRAMEWORK_NAMES = (
     "TENSORFLOW",
@@ -76,12 +82,12 @@ def validate_name(value: object, field: str, owner: str) -> str:
     return value
 
 
-_MODEL_FIELDS = frozenset(
+MODEL_FIELDS = frozenset(
     {"name", "description", "regions", "defaultVersion", "onlinePredictionLogging",
      "onlinePredictionConsoleLogging", "labels", "etag"}
 )  # fmt: skip
 """Every field of AI Platform's `Model` (AIPLATFORM.md 3.1), output-only ones included."""
-_VERSION_FIELDS = frozenset(
+VERSION_FIELDS = frozenset(
     {"name", "description", "deploymentUri", "framework", "runtimeVersion", "pythonVersion",
      "machineType", "autoScaling", "manualScaling", "acceleratorConfig", "predictionClass",
      "packageUris", "serviceAccount", "state", "isDefault", "errorMessage", "createTime",
@@ -91,15 +97,58 @@ _VERSION_FIELDS = frozenset(
 """Every field of AI Platform's `Version` (AIPLATFORM.md 3.2), output-only ones included."""
 
 
-def _known_fields(body: Mapping[str, Any], fields: frozenset[str], resource: str) -> None:
-    """Refuse a field `resource` does not have, as Google's API front end does (a typo would
-    otherwise be dropped without a word); output-only fields are accepted and ignored."""
-    unknown = sorted(str(key) for key in body if key not in fields)
-    if unknown:
-        raise InvalidArgument(
-            f"Unknown name {unknown[0]!r} in the {resource}: it has no such field (a {resource} "
-            f"has {', '.join(sorted(fields))})."
-        )
+VERSION_OBJECT_FIELDS: dict[str, frozenset[str]] = {
+    "autoScaling": frozenset({"minNodes", "maxNodes", "metrics"}),
+    "manualScaling": frozenset({"nodes"}),
+    "requestLoggingConfig": frozenset({"samplingPercentage", "bigqueryTableName"}),
+    "explanationConfig": frozenset(
+        {"integratedGradientsAttribution", "sampledShapleyAttribution", "xraiAttribution"}
+    ),
+    "acceleratorConfig": frozenset({"count", "type"}),
+}
+"""The members of each object field of `Version` (AIPLATFORM.md 3.2)."""
+
+
+def json_name(name: str) -> str:
+    """The proto3 JSON name of a proto field name: ``deployment_uri`` -> ``deploymentUri``
+    (a name already in lowerCamelCase is returned as it is)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def proto_body(
+    body: Mapping[str, Any], fields: frozenset[str], resource: str, where: str = ""
+) -> dict[str, Any]:
+    """`body` with its field names read as proto3 JSON parsers read them (the proto name
+    ``deployment_uri`` as ``deploymentUri``); a field `resource` does not have is refused, as
+    Google's API front end does (a typo would otherwise be dropped without a word).
+
+    Args:
+        body: a JSON object.
+        fields: the JSON names the object may hold (output-only ones included: the caller
+            ignores those).
+        resource: the resource named in messages (``Version``).
+        where: the path of `body` inside the resource (``acceleratorConfig``), "" at the top.
+
+    Raises:
+        InvalidArgument: an unknown field, or one field given under both of its names.
+    """
+    at = f" at '{where}'" if where else ""
+    result: dict[str, Any] = {}
+    for key, value in body.items():
+        name = key if key in fields else json_name(str(key))
+        if name not in fields:
+            raise InvalidArgument(
+                f"Unknown name {str(key)!r}{at} in the {resource}: it has no such field "
+                f"({where or f'a {resource}'} has {', '.join(sorted(fields))})."
+            )
+        if name in result:
+            raise InvalidArgument(
+                f"The field '{where + '.' if where else ''}{name}' of {resource} is given twice "
+                f"(as {name!r} and as its proto name); give it once."
+            )
+        result[name] = value
+    return result
 
 
 def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,7 +157,7 @@ def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         InvalidArgument: an unknown field, a bad name, regions, labels or flag.
     """
-    _known_fields(body, _MODEL_FIELDS, "Model")
+    body = proto_body(body, MODEL_FIELDS, "Model")
     name = validate_name(body.get("name"), "name", "Model")
     regions = body.get("regions")
     if regions is None or regions == []:
@@ -153,7 +202,7 @@ def validate_version(body: Mapping[str, Any]) -> dict[str, Any]:
         InvalidArgument: an unknown field, a field of the wrong type or out of range (the
             message names it), or a missing deploymentUri.
     """
-    _known_fields(body, _VERSION_FIELDS, "Version")
+    body = proto_body(body, VERSION_FIELDS, "Version")
     spec: dict[str, Any] = {"name": validate_name(body.get("name"), "name", "Version")}
     for field in _VERSION_STRINGS:
         value = body.get(field)
@@ -256,17 +305,18 @@ def validate_version_code(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_version_object(field: str, value: object) -> dict[str, Any] | None:
     """One object field of a `Version` (``autoScaling``, ``manualScaling``,
-    ``requestLoggingConfig``, ``explanationConfig``, ``acceleratorConfig``) normalised, unknown
-    keys dropped; None when unset.
+    ``requestLoggingConfig``, ``explanationConfig``, ``acceleratorConfig``) normalised (proto
+    names read as JSON names); None when unset.
 
     Raises:
-        InvalidArgument: not an object, or a member of the wrong type or out of range (the
-            message names it, e.g. ``autoScaling.minNodes``).
+        InvalidArgument: not an object, an unknown member, or a member of the wrong type or out
+            of range (the message names it, e.g. ``autoScaling.minNodes``).
     """
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise invalid_field(field, "Version", "an object", value)
+    value = proto_body(value, VERSION_OBJECT_FIELDS[field], "Version", field)
     result: dict[str, Any] = {}
     if field == "autoScaling":
         for leaf in ("minNodes", "maxNodes"):
@@ -336,6 +386,9 @@ def _explanation_config(value: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(settings, Mapping):
         raise invalid_field(f"explanationConfig.{method}", "Version", "an object", settings)
     count_field = _EXPLANATION_METHODS[method]
+    settings = proto_body(
+        settings, frozenset({count_field}), "Version", f"explanationConfig.{method}"
+    )
     normalised: dict[str, Any] = {}
     if settings.get(count_field) is not None:
         normalised[count_field] = _int32(settings[count_field], f"explanationConfig.{method}."
@@ -391,6 +444,7 @@ def _metrics(value: object) -> list[dict[str, Any]]:
         where = f"autoScaling.metrics[{index}]"
         if not isinstance(metric, Mapping):
             raise invalid_field(where, "Version", "an object {name, target}", metric)
+        metric = proto_body(metric, _METRIC_FIELDS, "Version", where)
         name = metric.get("name", _METRIC_NAMES[0])
         if not isinstance(name, str) or name not in _METRIC_NAMES:
             raise invalid_field(

@@ -34,10 +34,15 @@ from mlengine.jobs._resource import validate_labels
 from mlengine.jobs._service import new_etag, now_utc, validate_project
 from mlengine.models._artifacts import copy_version_files, is_local, local_copy, local_path
 from mlengine.models._resource import (
+    MODEL_FIELDS,
+    VERSION_FIELDS,
+    VERSION_OBJECT_FIELDS,
     batching_labels,
     default_version_name,
+    json_name,
     model_resource,
     operation_resource,
+    proto_body,
     validate_model,
     validate_version,
     validate_version_code,
@@ -69,7 +74,7 @@ class CodeUpdate:
     operation: OperationRecord
 
 
-_MODEL_MASK = frozenset({"description", "labels", "default_version.name", "defaultVersion.name"})
+_MODEL_MASK = frozenset({"description", "labels", "defaultVersion.name"})
 _VERSION_MASK = frozenset(
     {
         "description",
@@ -230,13 +235,14 @@ class ModelService:
         """
         validate_project(project)
         paths = _mask(update_mask, _MODEL_MASK, "Model")
+        body = proto_body(body, MODEL_FIELDS, "Model")
         _check_etag(body, self.registry.get_model(project, name).etag, f"model {name}")
         changes: dict[str, Any] = {"etag": new_etag()}
         if "description" in paths:
             changes["description"] = _description(body, "Model")
         if "labels" in paths:
             changes["labels"] = validate_labels(body.get("labels"), "Model")
-        if paths & {"default_version.name", "defaultVersion.name"}:
+        if "defaultVersion.name" in paths:
             version = default_version_name(body, project, name)
             self._require_ready(project, name, version)
             changes["default_version"] = version
@@ -489,6 +495,7 @@ class ModelService:
         """
         validate_project(project)
         paths = _mask(update_mask, _VERSION_MASK, "Version")
+        body = proto_body(body, VERSION_FIELDS, "Version")
         record = self._version(project, model, name)
         _check_etag(body, record.etag, f"version {name}")
         if record.state in _BUSY_STATES:
@@ -509,9 +516,10 @@ class ModelService:
                 if leaf:
                     if given is not None and not isinstance(given, Mapping):
                         raise invalid_field(top, "Version", "an object", given)
+                    given = proto_body(given or {}, VERSION_OBJECT_FIELDS[top], "Version", top)
                     merged = dict(spec.get(top) or {})
                     merged.pop(leaf, None)
-                    value = (given or {}).get(leaf)
+                    value = given.get(leaf)
                     if value is not None:
                         merged[leaf] = value
                     given = merged
@@ -760,7 +768,11 @@ class ModelService:
 
 
 def _mask(update_mask: str | None, allowed: frozenset[str], owner: str) -> set[str]:
-    paths = {p.strip() for p in (update_mask or "").split(",") if p.strip()}
+    paths = {  # proto names (auto_scaling.min_nodes) read as JSON names, as Google does
+        ".".join(json_name(part) for part in path.strip().split("."))
+        for path in (update_mask or "").split(",")
+        if path.strip()
+    }
     if not paths:
         raise InvalidArgument("The 'updateMask' parameter is required.")
     unsupported = sorted(paths - allowed)
