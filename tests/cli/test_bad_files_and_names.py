@@ -100,6 +100,7 @@ def test_empty_names_are_refused(run_cli: Cli, client: mlengine.Client, tmp_path
         ("operations", "describe", ""),
         ("predict", "--model", "", "--json-instances", str(instances)),
         ("predict", "--model", "m", "--version", "", "--json-instances", str(instances)),
+        ("versions", "create", "v9", "--model", "m", "--origin", str(tmp_path), "--framework", ""),
     ):
         assert "is empty" in _one_error_line(run_cli(*args)), args
     for call in (

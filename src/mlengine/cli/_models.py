@@ -308,6 +308,11 @@ def create_version(
         explanation_method=explanation_method, num_integral_steps=num_integral_steps,
         num_paths=num_paths,
     )  # fmt: skip
+    if framework is not None and not framework.strip():  # gcloud: "Invalid choice: ''"
+        raise InvalidArgument(
+            "--framework is empty: give one of scikit-learn, xgboost, lightgbm, pytorch, keras, "
+            "onnx or tensorflow, or leave the flag out to detect the framework from the files."
+        )
     body: dict[str, Any] = {}
     if config is not None:
         body = load_job_config(config, "Version")
