@@ -176,6 +176,46 @@ class TestEveryFramework:
         # the label is the most probable class
         np.testing.assert_array_equal(np.argmax(rows, axis=1), np.asarray(plain))
 
+    def test_open_inference_protocol_names_the_model_tensors(
+        self, deployed: Deployed, module_server: Any, iris: np.ndarray
+    ) -> None:
+        """tritonclient takes the tensors' names, types and shapes from the model metadata, as
+        KServe clients do: the model's own names (TF signature, Keras, ONNX, torch.export),
+        ``input-0``/``output-0`` for models that declare none."""
+        import tritonclient.http as triton_http
+
+        # the v2 routes serve the server's default project
+        with mlengine.Client(settings=module_server.settings, autostart=False) as default:
+            default.models.create(deployed.model)
+            version = default.versions.create(
+                deployed.model, "v1", deployed.built.directory, wait=True, timeout=240
+            )
+            assert version["state"] == "READY", version
+        url = module_server.url.removeprefix("http://")
+        triton = triton_http.InferenceServerClient(url, network_timeout=60)
+        try:
+            metadata = triton.get_model_metadata(deployed.model)
+            if deployed.built.derives_example:
+                (given,) = metadata["inputs"]
+                (answered,) = metadata["outputs"]
+                assert (given["name"], answered["name"]) == deployed.built.tensors
+                assert given["datatype"] == "FP32" and given["shape"] == [-1, 4]
+            else:  # TorchScript: nothing tells its input, so the metadata cannot either
+                assert metadata["inputs"] == metadata["outputs"] == []
+                given = {"name": "input-0", "datatype": "FP32"}
+                answered = {"name": "output-0", "shape": [-1, 3]}
+            features = iris[:5].astype(np.float32)
+            tensor = triton_http.InferInput(given["name"], [5, 4], given["datatype"])
+            tensor.set_data_from_numpy(features, binary_data=False)
+            wanted = triton_http.InferRequestedOutput(answered["name"], binary_data=False)
+            result = triton.infer(deployed.model, [tensor], outputs=[wanted])
+        finally:
+            triton.close()
+        got = result.as_numpy(answered["name"])
+        assert got is not None
+        assert list(got.shape) == [5, *answered["shape"][1:]]
+        compare(got.tolist(), deployed.built.reference(features), labels=deployed.built.labels)
+
 
 # -- preprocessor.joblib: raw objects with a string column, for every framework -------------------
 

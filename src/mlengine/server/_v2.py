@@ -13,7 +13,8 @@ whatever ``binary_data``/``binary_data_output`` a client asks for (clients read 
 An infer request becomes predict instances: one input of shape ``[B, ...]`` gives B rows;
 several named inputs of one batch size B give B objects keyed by input name. Request
 ``parameters`` other than Triton's reserved ones become predict options (e.g.
-``{"probabilities": true}``). Predictions become one output tensor, ``output-0``, or one per
+``{"probabilities": true}``). Predictions become one output tensor, named after the model's
+single output (``output-0`` when it declares none: `Predictor.tensor_signature`), or one per
 key when every prediction is an object. Errors answer ``{"error": "<message>"}`` (404 for an
 unknown model or version).
 """
@@ -35,6 +36,7 @@ from starlette.responses import Response
 import mlengine
 from mlengine.errors import InvalidArgument, MLEngineError, OperationFailed, invalid_field
 from mlengine.prediction._serving import PredictionService
+from mlengine.prediction.predictors import TensorInput, TensorSignature
 from mlengine.server._errors import JSONResponse
 from mlengine.server._metrics import PROTOCOL_V2, count_prediction, readiness
 from mlengine.server._tfserving import (
@@ -77,6 +79,11 @@ _RESERVED_PARAMETERS = frozenset(  # Triton's; also any name that starts with "t
     )
 )
 _BINARY_HEADER = "inference-header-content-length"
+_SPEC_DATATYPES = {np.dtype(kind): name for name, kind in _DATATYPES.items() if name != "BYTES"}
+UNNAMED_INPUT = "input-0"
+"""The name of a model's one input when it declares none (scikit-learn...)."""
+UNNAMED_OUTPUT = "output-0"
+"""The name of a model's one output when it declares none."""
 
 # (inputs, outputs) metadata per loaded predictor: forgotten when the version is unloaded
 _SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[list[Any], list[Any]]] = (
@@ -282,16 +289,36 @@ def _output_tensor(name: str, values: list[Any]) -> dict[str, Any]:
     }
 
 
-def output_tensors(predictions: list[Any]) -> list[dict[str, Any]]:
-    """Response tensors: ``output-0``, or one per key when every prediction is an object.
+def output_tensors(predictions: list[Any], name: str = UNNAMED_OUTPUT) -> list[dict[str, Any]]:
+    """Response tensors: one per key when every prediction is an object, else one tensor
+    `name` (the model's single output, ``output-0`` when it has no name).
 
     Raises:
         OperationFailed: the predictions do not form tensors.
     """
     columns = columnar_outputs(predictions)
     if isinstance(columns, dict):
-        return [_output_tensor(str(name), values) for name, values in columns.items()]
-    return [_output_tensor("output-0", columns)]
+        return [_output_tensor(str(key), values) for key, values in columns.items()]
+    return [_output_tensor(name, columns)]
+
+
+def _single_output(signature: TensorSignature | None) -> str:
+    """The name of a model's one output, or ``output-0`` when it has several or none known."""
+    if signature is not None and len(signature.outputs) == 1:
+        return signature.outputs[0]
+    return UNNAMED_OUTPUT
+
+
+async def _tensor_signature(
+    prediction: PredictionService, record: VersionRecord, options: Mapping[str, Any]
+) -> TensorSignature | None:
+    """The tensors the loaded version declares under `options`, None when it declares none
+    (or the options name nothing it has: the prediction itself says so)."""
+    entry = await prediction.loaded.get((record.project, record.model, record.name))
+    try:
+        return entry.predictor.tensor_signature(**options)
+    except MLEngineError:
+        return None
 
 
 def _requested(outputs: Any, tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -354,12 +381,30 @@ async def _ready_names(prediction: PredictionService, project: str, model: str) 
     return [record.name for record in records if record.state == "READY"]
 
 
-def _describe_inputs(examples: list[Any] | None) -> list[dict[str, Any]]:
-    """Input metadata from example instances (best effort: [] when it cannot be told)."""
+def _declared_input(spec: TensorInput) -> dict[str, Any] | None:
+    """Metadata of an input the model declares, or None when its shape is unknown."""
+    if spec.shape is None:
+        return None
+    datatype = _SPEC_DATATYPES.get(np.dtype(spec.dtype), "BYTES")
+    shape = [-1, *(-1 if size is None else int(size) for size in spec.shape)]
+    return {"name": spec.name, "datatype": datatype, "shape": shape}
+
+
+def _describe_inputs(
+    examples: list[Any] | None, signature: TensorSignature | None
+) -> list[dict[str, Any]]:
+    """Input metadata: what the model declares (name, datatype, shape), else what example
+    instances show (best effort: [] when it cannot be told)."""
+    declared = [_declared_input(spec) for spec in signature.inputs] if signature else []
+    if declared and all(entry is not None for entry in declared):
+        return [entry for entry in declared if entry is not None]
     if not examples:
         return []
     first = examples[0]
-    items = list(first.items()) if isinstance(first, Mapping) else [("input-0", first)]
+    single = signature.inputs[0].name if signature and len(signature.inputs) == 1 else None
+    items = (
+        list(first.items()) if isinstance(first, Mapping) else [(single or UNNAMED_INPUT, first)]
+    )
     described = []
     for name, value in items:
         try:
@@ -382,21 +427,24 @@ async def _signature(
     known = _SIGNATURES.get(entry.predictor)
     if known is not None:
         return known
-    inputs: list[Any] = []
     outputs: list[Any] = []
+    try:
+        signature = entry.predictor.tensor_signature()
+    except MLEngineError:
+        signature = None
     try:
         examples = await entry.batcher.run_exclusive(entry.predictor.example_instances)
     except Exception:
         examples = None
+    inputs = _describe_inputs(examples, signature)
     if examples:
-        inputs = _describe_inputs(examples)
         try:
             predictions = await prediction.predict_instances(
                 record.project, record.model, record.name, list(examples[:1])
             )
             outputs = [
                 {"name": t["name"], "datatype": t["datatype"], "shape": [-1, *t["shape"][1:]]}
-                for t in output_tensors(predictions)
+                for t in output_tensors(predictions, _single_output(signature))
             ]
         except MLEngineError:
             outputs = []
@@ -478,7 +526,10 @@ async def _infer(model: str, version: str | None, request: Request) -> Response:
         answer: dict[str, Any] = {"model_name": model, "model_version": record.name}
         if "id" in body:
             answer["id"] = body["id"]
-        answer["outputs"] = _requested(body.get("outputs"), output_tensors(predictions))
+        name = UNNAMED_OUTPUT
+        if predictions and not isinstance(predictions[0], Mapping):
+            name = _single_output(await _tensor_signature(prediction, record, options))
+        answer["outputs"] = _requested(body.get("outputs"), output_tensors(predictions, name))
         response = JSONResponse(answer)
     except MLEngineError as error:
         response = plain_error(error)

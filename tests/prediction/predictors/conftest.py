@@ -45,6 +45,8 @@ class Built:
         nan_ok: the model takes missing values.
         knows_shape: the predictor knows the number of features before the model runs.
         derives_example: `example_instances` must not be None.
+        tensors: the (input, output) names the model declares, for the Open Inference
+            Protocol; ``input-0``/``output-0`` where it declares none.
     """
 
     directory: Path
@@ -55,6 +57,7 @@ class Built:
     nan_ok: bool = False
     knows_shape: bool = True
     derives_example: bool = True
+    tensors: tuple[str, str] = ("input-0", "output-0")
 
 
 def iris_data() -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +221,10 @@ def build_pytorch_pt2(directory: Path) -> Built:
         model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
     )
     torch.export.save(program, directory / "model.pt2")
-    return Built(directory, "PYTORCH", _torch_reference(model), labels=False)
+    name = program.graph_signature.user_inputs[0]  # outputs have no names
+    return Built(
+        directory, "PYTORCH", _torch_reference(model), labels=False, tensors=(name, "output-0")
+    )
 
 
 def build_pytorch_torchscript(directory: Path) -> Built:
@@ -245,10 +251,10 @@ def build_keras(directory: Path) -> Built:
     features, labels = iris_data()
     model = keras.Sequential(
         [
-            keras.Input((4,)),
+            keras.Input((4,), name="measurements"),
             keras.layers.Normalization(mean=features.mean(0), variance=features.var(0)),
             keras.layers.Dense(8, activation="relu"),
-            keras.layers.Dense(3, activation="softmax"),
+            keras.layers.Dense(3, activation="softmax", name="species"),
         ]
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -263,7 +269,7 @@ def build_keras(directory: Path) -> Built:
         with torch.inference_mode():
             return model(torch.tensor(x, dtype=torch.float32), training=False).numpy()
 
-    return Built(directory, "KERAS", reference, labels=False)
+    return Built(directory, "KERAS", reference, labels=False, tensors=("measurements", "species"))
 
 
 def _build_onnx(directory: Path, options: dict[str, Any] | None) -> Built:
@@ -273,7 +279,9 @@ def _build_onnx(directory: Path, options: dict[str, Any] | None) -> Built:
     model = sklearn_pipeline(features, labels)
     onnx_model = to_onnx(model, features[:1].astype(np.float32), options=options)
     (directory / "model.onnx").write_bytes(onnx_model.SerializeToString())
-    return Built(directory, "ONNX", model.predict, model.predict_proba)
+    graph = onnx_model.graph
+    names = (graph.input[0].name, graph.output[0].name)  # skl2onnx: label, then probabilities
+    return Built(directory, "ONNX", model.predict, model.predict_proba, tensors=names)
 
 
 def build_onnx_zipmap(directory: Path) -> Built:
@@ -315,7 +323,8 @@ def build_tensorflow(directory: Path) -> Built:
     def reference(x: np.ndarray) -> np.ndarray:
         return np.asarray(module.serve(tf.constant(x, dtype=tf.float32)))
 
-    return Built(directory, "TENSORFLOW", reference, labels=False)
+    # the signature's input is named by its TensorSpec, a single output "output_0" by TF
+    return Built(directory, "TENSORFLOW", reference, labels=False, tensors=("x", "output_0"))
 
 
 BUILDERS: dict[str, Callable[[Path], Built]] = {

@@ -18,6 +18,8 @@ from mlengine.prediction.predictors._base import (
     ModelLoadError,
     PredictionError,
     Predictor,
+    TensorInput,
+    TensorSignature,
     decode_b64,
     read_input_example,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "ModelLoadError",
     "PredictionError",
     "Predictor",
+    "TensorInput",
+    "TensorSignature",
     "decode_b64",
     "detect_framework",
     "load_predictor",

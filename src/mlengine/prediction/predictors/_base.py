@@ -31,6 +31,8 @@ __all__ = [
     "ModelLoadError",
     "PredictionError",
     "Predictor",
+    "TensorInput",
+    "TensorSignature",
     "decode_b64",
     "read_input_example",
 ]
@@ -177,6 +179,19 @@ class Predictor(abc.ABC):
 
     def model_example_instances(self) -> list[Any] | None:
         """Hook for `example_instances`: an input derived from the model itself, or None."""
+        return None
+
+    def tensor_signature(self, **kwargs: Any) -> TensorSignature | None:
+        """The model's declared tensors under the request options `kwargs` (TensorFlow's
+        ``signature_name``, ``probabilities``...), or None when the model declares none
+        (scikit-learn and the other tabular libraries, TorchScript, custom code, a version
+        with a preprocessor: its instances are raw features, not the model's tensors).
+
+        The Open Inference Protocol names its tensors after them. The default is None.
+
+        Raises:
+            PredictionError: options that name nothing the model has (an unknown signature).
+        """
         return None
 
     def close(self) -> None:  # noqa: B027 - a no-op unless the model holds something
@@ -544,6 +559,15 @@ class TensorInput:
     name: str
     shape: tuple[int | None, ...] | None
     dtype: Any = np.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSignature:
+    """The tensors a model declares: its inputs, and the names of the outputs its predictions
+    hold, in order (empty when the names are unknown)."""
+
+    inputs: tuple[TensorInput, ...]
+    outputs: tuple[str, ...] = ()
 
 
 def input_arrays(

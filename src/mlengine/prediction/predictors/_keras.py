@@ -26,6 +26,7 @@ from mlengine.prediction.predictors._base import (
     PredictionError,
     Predictor,
     TensorInput,
+    TensorSignature,
     error_detail,
     find_model_file,
     import_optional,
@@ -72,11 +73,11 @@ class KerasPredictor(Predictor):
             )
             for tensor in model.inputs
         ]
-        names = getattr(model, "output_names", None)
+        names = getattr(model, "output_names", None)  # a Sequential model has none
         self.output_names: list[str] = (
             [str(name) for name in names]
             if names
-            else [str(tensor.name) for tensor in getattr(model, "outputs", None) or []]
+            else [_layer_name(tensor) for tensor in getattr(model, "outputs", None) or []]
         )
 
     @classmethod
@@ -94,6 +95,10 @@ class KerasPredictor(Predictor):
         except Exception as error:
             raise load_failure(path, error) from error
         return cls(model, model_dir)
+
+    def tensor_signature(self, **kwargs: Any) -> TensorSignature:
+        """The model's inputs and output names."""
+        return TensorSignature(tuple(self.inputs), tuple(self.output_names))
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """The model's outputs, one per instance (``probabilities`` does not apply).
@@ -165,3 +170,12 @@ def _to_numpy(outputs: Any) -> Any:
     if isinstance(outputs, (list, tuple)):
         return [_to_numpy(value) for value in outputs]
     return outputs
+
+
+def _layer_name(tensor: Any) -> str:
+    """The name of the layer that makes `tensor` (saved with the model, unlike the tensor's
+    own ``keras_tensor_N``, numbered in the order a process builds tensors)."""
+    history = getattr(tensor, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    name = getattr(operation, "name", None)
+    return str(name) if name else str(tensor.name)

@@ -30,6 +30,7 @@ from mlengine.prediction.predictors._base import (
     PredictionError,
     Predictor,
     TensorInput,
+    TensorSignature,
     checked_example,
     error_detail,
     find_model_file,
@@ -115,6 +116,14 @@ class ONNXPredictor(Predictor):
     def is_classifier(self) -> bool:
         """True for a model with a label output and a probability output (skl2onnx)."""
         return self._label is not None
+
+    def tensor_signature(self, **kwargs: Any) -> TensorSignature:
+        """The session's inputs, and the outputs `predict` returns for `kwargs`: a classifier's
+        label output (its probability output with ``probabilities=True``), else all."""
+        outputs = self.output_names
+        if self._label is not None and self._probabilities is not None:
+            outputs = [self._probabilities if kwargs.get("probabilities") else self._label]
+        return TensorSignature(tuple(self.inputs), tuple(outputs))
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """Labels, probability rows (``probabilities=True``) or the model's outputs.

@@ -29,6 +29,7 @@ from mlengine.prediction.predictors._base import (
     PredictionError,
     Predictor,
     TensorInput,
+    TensorSignature,
     error_detail,
     find_model_file,
     first_failing_instance,
@@ -112,6 +113,11 @@ class PyTorchPredictor(Predictor):
             raise load_failure(path, error) from error
         module.eval()
         return cls(module, [TensorInput("input", None, np.float32)], model_dir, torchscript=True)
+
+    def tensor_signature(self, **kwargs: Any) -> TensorSignature | None:
+        """A ``torch.export`` program's inputs (its outputs have no names); None for
+        TorchScript, which declares no inputs."""
+        return None if self.torchscript else TensorSignature(tuple(self.inputs))
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """The model's outputs, one per instance (``probabilities`` does not apply). With

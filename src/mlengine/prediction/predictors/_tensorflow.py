@@ -25,6 +25,7 @@ from mlengine.prediction.predictors._base import (
     PredictionError,
     Predictor,
     TensorInput,
+    TensorSignature,
     checked_example,
     error_detail,
     find_model_file,
@@ -67,6 +68,8 @@ class _Signature:
             )
             for name, spec in sorted(specs.items())
         ]
+        outputs = getattr(function, "structured_outputs", None)
+        self.outputs = tuple(str(name) for name in outputs) if isinstance(outputs, dict) else ()
 
 
 class TensorFlowPredictor(Predictor):
@@ -116,6 +119,16 @@ class TensorFlowPredictor(Predictor):
                 f"the model has no signature {key!r} (it has {sorted(self.signatures)})",
             )
         return self.signatures[key]
+
+    def tensor_signature(self, **kwargs: Any) -> TensorSignature:
+        """The inputs and outputs of the signature ``signature_name`` (default
+        ``serving_default``).
+
+        Raises:
+            PredictionError: no such signature.
+        """
+        signature = self._signature(kwargs.get("signature_name"))
+        return TensorSignature(tuple(signature.inputs), signature.outputs)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """The signature's outputs, one per instance; ``signature_name`` picks the signature.
