@@ -191,6 +191,26 @@ async def test_a_request_larger_than_the_batch_is_split_in_order_and_reassembled
     await batcher.close()
 
 
+async def test_lowering_max_batch_size_under_load_still_answers_what_was_queued(
+    model: FakeModel,
+) -> None:
+    """Chunks split under the old size are larger than the new one: each goes alone (the loop
+    used to skip them forever, spinning without yielding)."""
+    batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=64)
+    blocker = await start_busy(batcher, model)
+    queued = [asyncio.create_task(batcher.predict(request(f"q{i}", 32))) for i in range(2)]
+    await eventually(lambda: batcher.queued_instances == 64, "64 instances queued")
+    batcher.configure(max_batch_size=8)
+    later = asyncio.create_task(batcher.predict(request("later", 20)))
+    await eventually(lambda: batcher.queued_instances == 84, "84 instances queued")
+    model.gate.set()
+    assert await blocker == ["blocker"]
+    assert [await task for task in queued] == [request(f"q{i}", 32) for i in range(2)]
+    assert await later == request("later", 20)
+    assert model.sizes == [1, 32, 32, 8, 8, 4]
+    await batcher.close()
+
+
 async def test_requests_with_different_options_are_never_merged(model: FakeModel) -> None:
     batcher = MicroBatcher(model, inline_below_s=0, max_batch_size=64)
     blocker = await start_busy(batcher, model)

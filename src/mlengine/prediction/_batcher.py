@@ -194,7 +194,8 @@ class MicroBatcher:
     def configure(
         self, *, max_batch_size: int | None = None, max_wait_s: float | None = None
     ) -> None:
-        """Change the batch size or the wait (those given); batches taken from now on follow.
+        """Change the batch size or the wait (those given); batches taken from now on follow
+        (a request queued before, split under the old size, keeps its parts' sizes).
 
         Raises:
             InvalidArgument: `max_batch_size` is not an integer >= 1 or `max_wait_s` is
@@ -450,7 +451,11 @@ class MicroBatcher:
                 return
 
     def _take(self, key: bytes) -> list[_Chunk]:
-        """Dequeue the next batch of `key`: waiting chunks in order, up to `max_batch_size`."""
+        """Dequeue the next batch of `key`: waiting chunks in order, up to `max_batch_size`.
+
+        The first waiting chunk is always taken, even when it is larger: it was split under a
+        larger `max_batch_size` before `configure` lowered it (else it would never be taken).
+        """
         queue = self._groups.get(key)
         batch: list[_Chunk] = []
         size = 0
@@ -460,7 +465,7 @@ class MicroBatcher:
                 self._drop(queue.popleft())
                 continue
             count = len(chunk.instances)
-            if size + count > self.max_batch_size:
+            if batch and size + count > self.max_batch_size:
                 break
             queue.popleft()
             chunk.queued = False
