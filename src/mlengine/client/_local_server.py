@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
-from mlengine._processes import process_exists
+from mlengine._processes import child_pids, process_running
 from mlengine.config import Settings
 from mlengine.errors import InvalidArgument, Unavailable
 
@@ -162,9 +162,14 @@ def _tail(path: Path, lines: int = 10) -> str:
         return ""
 
 
-def stop_local_server(settings: Settings, timeout: float = 20.0) -> int | None:
+def stop_local_server(settings: Settings, timeout: float = 30.0) -> int | None:
     """Stop the background server of this ``MLENGINE_HOME``; return its pid, or None when
     none ran. Jobs keep running; the next server adopts them.
+
+    The server is sent SIGTERM: its workers finish the requests they hold (up to 10 s) and
+    the builds they run (up to 5 s more). One still there after `timeout` seconds is killed,
+    with its workers and predictor processes (its process group, when it leads one, as a
+    server `start_local_server` started does); trainers run in groups of their own.
 
     Raises:
         Unavailable: the server did not stop.
@@ -176,22 +181,40 @@ def stop_local_server(settings: Settings, timeout: float = 20.0) -> int | None:
     if answer is not None and answer.get("home") == settings.home:
         # the server's own process: with several workers, the one answering is only a worker
         pid = int(answer.get("serverPid") or answer["pid"])
-    if pid is None or not process_exists(pid):
+    if pid is None or not process_running(pid):
         _state_file(settings).unlink(missing_ok=True)
         return None
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process_exists(pid):
-        _reap(pid)
-        time.sleep(0.1)
-    if process_exists(pid):
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        _reap(pid)
-        if process_exists(pid):
+    if not _ended(pid, timeout):
+        _kill_with_its_group(pid)
+        if not _ended(pid, 5.0):
             raise Unavailable(f"The mlengine server (pid {pid}) did not stop.")
     _state_file(settings).unlink(missing_ok=True)
     return pid
+
+
+def _ended(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for `pid` to end (a zombie has ended)."""
+    deadline = time.monotonic() + timeout
+    while process_running(pid):
+        _reap(pid)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    _reap(pid)
+    return True
+
+
+def _kill_with_its_group(pid: int) -> None:
+    """SIGKILL `pid` with its workers: its process group when it leads one, else (a server
+    started by hand, whose group may be the user's shell job) it and its children."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+            return
+    for process in (*child_pids(pid), pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process, signal.SIGKILL)
 
 
 def _reap(pid: int) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from mlengine._processes import process_exists
+from mlengine._processes import process_running
 from mlengine.config import Settings
 from mlengine.errors import MLEngineError
 from mlengine.jobs._environment import TrainerEnvironments
@@ -206,7 +206,7 @@ class Scheduler:
         pid_text = rest.partition(":")[0]
         if host != socket.gethostname() or not pid_text.isdigit():
             return None
-        return None if process_exists(int(pid_text)) else owner
+        return None if process_running(int(pid_text)) else owner
 
     def _submit(self, job: JobRecord, work: Any) -> None:
         key = (job.project, job.job_id)

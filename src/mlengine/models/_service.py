@@ -20,7 +20,7 @@ from typing import Any
 
 import fsspec
 
-from mlengine._processes import process_exists
+from mlengine._processes import process_running
 from mlengine.config import Settings
 from mlengine.errors import (
     FailedPrecondition,
@@ -894,7 +894,7 @@ def _owner_is_dead(owner: str | None) -> bool:
     host, _, pid = (owner or "").partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return not process_exists(int(pid))
+    return not process_running(int(pid))
 
 
 def _remove(uri: str) -> None:

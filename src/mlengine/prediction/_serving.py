@@ -57,6 +57,8 @@ logger = logging.getLogger("mlengine.prediction")
 
 VersionKey = tuple[str, str, str]
 _RESOLVE_TTL_S = 1.0
+CLOSE_BUILDS_S = 5.0
+"""How long `PredictionService.close` lets version builds still running finish, in all."""
 _DEFAULT_PATHS = 50
 """numPaths / numIntegralSteps of an explanationConfig that gives none (AI Platform's default)."""
 _GRADIENT_FRAMEWORKS = frozenset({"PYTORCH", "KERAS", "TENSORFLOW"})
@@ -233,9 +235,10 @@ class PredictionService:
             self._resolved.pop(key, None)
 
     async def close(self) -> None:
-        """Finish background builds and drain every loaded version."""
-        for task in list(self._building):
-            await asyncio.wait({task}, timeout=30)
+        """Let background builds finish (for up to `CLOSE_BUILDS_S` in all: the next server
+        fails those still running), then drain every loaded version."""
+        if self._building:
+            await asyncio.wait(set(self._building), timeout=CLOSE_BUILDS_S)
         await self.loaded.close()
 
     # -- prediction -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ and router: on a 2-core machine those cost more than mlengine's whole predict pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -30,6 +31,10 @@ __all__ = ["PredictingApp", "router"]
 
 router = APIRouter()
 logger = logging.getLogger("mlengine.server")
+_CUT_OFF = (
+    "Prediction failed: the server is stopping and could not finish this request in its "
+    "shutdown time; send it again."
+)
 
 _JSON_HEADERS = (b"content-type", b"application/json")
 
@@ -196,6 +201,11 @@ class PredictingApp(FastAPI):
             status, body = await answer_predict(
                 prediction, self.metrics, project, model, version, raw
             )
+        except asyncio.CancelledError:
+            # the server is stopping and its graceful shutdown timed out: answer in the API's
+            # form rather than let the server answer a bare 500 and log a traceback
+            status = 503
+            body = orjson.dumps({"error": _CUT_OFF})
         except Exception as error:  # no error middleware in front of this path: answer here
             logger.exception("prediction failed unexpectedly")
             status = 500

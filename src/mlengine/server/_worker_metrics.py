@@ -32,7 +32,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from mlengine._processes import process_exists
+from mlengine._processes import process_running
 
 __all__ = [
     "PUBLISH_INTERVAL_S",
@@ -72,7 +72,7 @@ def worker_metrics_directory(home: Path, workers: int) -> Iterator[Path | None]:
     parent = home / "run"
     for stale in parent.glob(f"{_RUN_PREFIX}*"):
         with contextlib.suppress(ValueError):
-            if not process_exists(int(stale.name.removeprefix(_RUN_PREFIX))):
+            if not process_running(int(stale.name.removeprefix(_RUN_PREFIX))):
                 shutil.rmtree(stale, ignore_errors=True)
     if workers <= 1:
         yield None
@@ -166,7 +166,7 @@ class MergedRegistry:
         families: dict[str, Metric] = {}
         values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         for pid, process in sorted(self.processes.items()):
-            alive = process_exists(pid)
+            alive = process_running(pid)
             for family in process:
                 name = family["name"]
                 kind = family["type"]
