@@ -93,6 +93,29 @@ def test_versions_create_takes_gclouds_serving_flags_over_its_config(
     }
     assert version["explanationConfig"] == {"sampledShapleyAttribution": {"numPaths": 10}}
     assert version["acceleratorConfig"] == {"count": "1", "type": "NVIDIA_TESLA_T4"}
+    # gcloud's global --quiet and --verbosity, as scripts pass them: accepted, ignored
+    ok(run_cli("versions", "create", "v2", "--model", "iris", "--origin", str(model_dir),
+               "--quiet", "--verbosity", "error", "--format", "json"))  # fmt: skip
+    ok(run_cli("versions", "delete", "v2", "--model", "iris", *REGION, "--quiet"))
+    listed = ok(run_cli("versions", "list", "--model", "iris", "-q", "--verbosity=debug",
+                        "--format", "json"))  # fmt: skip
+    assert [entry["name"].rsplit("/", 1)[-1] for entry in listed] == ["v1"]
+    assert "--verbosity must be one of" in error_line(
+        run_cli("versions", "list", "--model", "iris", "--verbosity", "loud")
+    )
+
+
+def test_gcloud_global_flags_are_dropped_before_a_trainers_arguments() -> None:
+    from mlengine.cli import without_gcloud_flags
+
+    args = ["jobs", "submit", "training", "j", "-q", "--verbosity", "info", "--module-name",
+            "trainer.task", "--", "--quiet", "-q", "--verbosity", "x"]  # fmt: skip
+    assert without_gcloud_flags(args) == [
+        "jobs", "submit", "training", "j", "--module-name", "trainer.task",
+        "--", "--quiet", "-q", "--verbosity", "x",
+    ]  # fmt: skip
+    with pytest.raises(InvalidArgument, match="--verbosity must be one of"):
+        without_gcloud_flags(["models", "list", "--verbosity"])
 
 
 @pytest.mark.parametrize(

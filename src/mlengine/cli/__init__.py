@@ -10,9 +10,9 @@ import sys
 import typer
 
 from mlengine.cli import _config, _jobs, _local, _models, _predict, _preprocess, _server, _sql
-from mlengine.errors import MLEngineError
+from mlengine.errors import InvalidArgument, MLEngineError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "without_gcloud_flags"]
 
 app = typer.Typer(
     name="mlengine",
@@ -46,11 +46,43 @@ def _root(
     ctx.obj = {"home": home, "api_url": api_url, "project": project}
 
 
+_VERBOSITIES = ("debug", "info", "warning", "error", "critical", "none")
+
+
+def without_gcloud_flags(args: list[str]) -> list[str]:
+    """`args` without gcloud's global ``--quiet``/``-q`` and ``--verbosity LEVEL``, which
+    every gcloud command takes and mlengine accepts and ignores (it never prompts), so that
+    gcloud command lines run unchanged. Arguments after ``--`` (a trainer's) are kept.
+
+    Raises:
+        InvalidArgument: a ``--verbosity`` that is not one of gcloud's levels.
+    """
+    kept: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            kept.append(arg)
+            kept.extend(rest)
+            break
+        if arg in ("--quiet", "-q"):
+            continue
+        if arg == "--verbosity" or arg.startswith("--verbosity="):
+            level = arg.partition("=")[2] if "=" in arg else next(rest, "")
+            if level.lower() not in _VERBOSITIES:
+                raise InvalidArgument(
+                    f"--verbosity must be one of {', '.join(_VERBOSITIES)}; got {level!r}."
+                )
+            continue
+        kept.append(arg)
+    return kept
+
+
 def main() -> None:
     """Run the CLI; mlengine errors and command-line mistakes (an unknown option, a value of
     the wrong type, a missing option) become one line on stderr and their exit code."""
     try:
-        result = app(standalone_mode=False, prog_name="mlengine")
+        args = without_gcloud_flags(sys.argv[1:])
+        result = app(args, standalone_mode=False, prog_name="mlengine")
     except MLEngineError as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"ERROR: {lines[0]}", file=sys.stderr)
