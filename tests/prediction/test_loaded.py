@@ -260,6 +260,34 @@ async def test_a_reload_answers_with_the_old_entry_until_the_new_one_replaces_it
         versions.reload("a")
 
 
+async def test_batcher_counters_of_a_key_never_go_back(loader: Loader) -> None:
+    """Evictions, reloads and draining batchers add to a key's counters (Prometheus reads
+    them as counters: a drop would read as a restart)."""
+    versions = LoadedVersions(loader, capacity=1)
+    first = await versions.get("a")
+    predictor = loader.predictors["a"]
+    predictor.hold()  # before any call: the first call runs on a thread, not on the loop
+    in_flight = asyncio.create_task(first.predict(["z"]))
+    await asyncio.to_thread(predictor.entered.wait, 60)
+    await versions.get("b")  # evicts a while its request runs: still counted
+    assert versions.batcher_stats()["a"].requests == 1
+    predictor.gate.set()
+    await in_flight
+    await eventually(lambda: "close a" in loader.events, "a unloaded")
+    assert versions.batcher_stats()["a"].requests == 1
+
+    again = await versions.get("a")  # loaded again: it adds to what the first one counted
+    for _ in range(3):
+        await again.predict(["x", "y"])
+    reloaded = await versions.reload("a")
+    await reloaded.predict(["v"])
+    totals = versions.batcher_stats()
+    assert (totals["a"].requests, totals["a"].instances) == (5, 8)
+    assert totals["b"].requests == 0 and versions.loaded_keys() == ["a"]
+    await versions.close()
+    assert versions.batcher_stats()["a"].requests == 5
+
+
 async def test_batcher_options_come_per_key(loader: Loader) -> None:
     seen: list[Hashable] = []
 

@@ -67,6 +67,15 @@ class BatcherStats:
         """Instances per model call (0.0 before the first call)."""
         return self.instances / self.batches if self.batches else 0.0
 
+    def __add__(self, other: BatcherStats) -> BatcherStats:
+        """The counters of two batchers together."""
+        return BatcherStats(
+            self.requests + other.requests,
+            self.batches + other.batches,
+            self.instances + other.instances,
+            self.errors + other.errors,
+        )
+
 
 class _Chunk:
     """Up to `max_batch_size` consecutive instances of one request, waiting for the model."""

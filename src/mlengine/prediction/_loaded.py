@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
 from typing import Any
 
 from mlengine.errors import Unavailable, invalid_field
-from mlengine.prediction._batcher import MicroBatcher
+from mlengine.prediction._batcher import BatcherStats, MicroBatcher
 
 __all__ = ["LoadedVersion", "LoadedVersions"]
 
@@ -93,11 +93,23 @@ class LoadedVersions:
         self._loading: dict[Hashable, asyncio.Future[LoadedVersion]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._unloading: dict[asyncio.Task[None], LoadedVersion] = {}
+        self._draining: set[LoadedVersion] = set()  # batchers finishing their requests
+        self._retired: dict[Hashable, BatcherStats] = {}  # of the batchers unloaded, per key
         self._closed = False
 
     def loaded_keys(self) -> list[Hashable]:
         """The keys of the loaded versions, least recently used first."""
         return list(self._entries)
+
+    def batcher_stats(self) -> dict[Hashable, BatcherStats]:
+        """Per version key, the counters of all its batchers since this object was made: the
+        loaded one's plus those of the batchers of the key unloaded before (evicted, reloaded
+        after an update, deleted), so that they never go back."""
+        totals = dict(self._retired)
+        live = {*self._entries.values(), *self._unloading.values(), *self._draining}
+        for entry in live:
+            totals[entry.key] = totals.get(entry.key, BatcherStats()) + entry.batcher.stats
+        return totals
 
     def peek(self, key: Hashable) -> LoadedVersion | None:
         """The loaded version `key`, or None, without making it the most recently used."""
@@ -261,7 +273,14 @@ class LoadedVersions:
         self._unloading.pop(task, None)
 
     async def _unload(self, entry: LoadedVersion) -> None:
-        await entry.batcher.close()
+        self._draining.add(entry)
+        try:
+            await entry.batcher.close()
+        finally:  # its counts are final: they move to the key's retired counts at once
+            self._draining.discard(entry)
+            self._retired[entry.key] = (
+                self._retired.get(entry.key, BatcherStats()) + entry.batcher.stats
+            )
         await self._close_predictor(entry.predictor, entry.key)
 
     async def _close_predictor(self, predictor: Any, key: Hashable) -> None:

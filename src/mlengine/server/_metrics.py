@@ -117,8 +117,9 @@ class PredictionMetrics:
     - ``mlengine_prediction_request_instances{model,version,protocol}``: histogram of the
       instances per successful request.
     - ``mlengine_batcher_{requests,batches,instances,errors}_total{model,version}``: the
-      counters of each loaded version's micro-batcher (read at scrape time; they restart when
-      a version is loaded again). ``batches`` counts model calls, so
+      counters of each version's micro-batchers since the process started (read at scrape
+      time; a version loaded again, after an eviction or an update, adds to them, so they
+      never go back). ``batches`` counts model calls, so
       ``instances / batches`` is the mean batch size.
     - ``mlengine_loaded_versions``: versions loaded now.
 
@@ -227,7 +228,8 @@ class _PredictionCollector(Collector):
 
 
 class _LoadedVersionsCollector(Collector):
-    """Reads each loaded version's `BatcherStats` when Prometheus scrapes."""
+    """Reads each version's `BatcherStats` (all its batchers so far) when Prometheus
+    scrapes."""
 
     def __init__(self, loaded_versions: Callable[[], LoadedVersions | None]) -> None:
         self.loaded_versions = loaded_versions
@@ -244,21 +246,19 @@ class _LoadedVersionsCollector(Collector):
             )
         }
         loaded = self.loaded_versions()
-        # LoadedVersions has no public read-only view of its entries, and `get` would touch
-        # the LRU order: read the mapping without reordering it.
-        entries = dict(getattr(loaded, "_entries", None) or {})
-        for key, entry in entries.items():
+        totals = {} if loaded is None else loaded.batcher_stats()
+        for key, stats in totals.items():
             if not (isinstance(key, tuple) and len(key) == 3):
                 continue
-            stats = entry.batcher.stats
             values = [str(key[1]), str(key[2])]
             families["requests"].add_metric(values, stats.requests)
             families["batches"].add_metric(values, stats.batches)
             families["instances"].add_metric(values, stats.instances)
             families["errors"].add_metric(values, stats.errors)
         yield from families.values()
+        count = 0 if loaded is None else len(loaded.loaded_keys())
         yield GaugeMetricFamily(
-            "mlengine_loaded_versions", "Model versions loaded for prediction.", len(entries)
+            "mlengine_loaded_versions", "Model versions loaded for prediction.", count
         )
 
 
