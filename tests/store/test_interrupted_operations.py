@@ -86,9 +86,11 @@ def test_interrupted_create_and_update_end(models: ModelService, tmp_path: Path)
     ended = models.get_operation("p", updating["name"].rsplit("/", 1)[-1])
     assert ended["done"] and "stopped" in ended["error"]["message"]
     assert "keeps its previous code" in ended["error"]["message"]
+    assert ended["error"]["code"] == 10  # ABORTED: nothing was wrong with the request
     assert models.get_version("p", "m", "v2")["state"] == "FAILED"
     failed = models.get_operation("p", creating["name"].rsplit("/", 1)[-1])
     assert failed["done"] and "create the version again" in failed["error"]["message"]
+    assert failed["error"]["code"] == 10
 
 
 def test_an_update_interrupted_after_its_commit_ends_with_the_new_version(

@@ -88,6 +88,8 @@ _VERSION_MASK = frozenset(
     }
 )
 _CODE_FIELDS = frozenset({"predictionClass", "packageUris"})
+_ABORTED = 10
+"""google.rpc ABORTED: work cut off by the server stopping, or by a concurrent change."""
 """Version fields that change its code: updating them reloads it, after a smoke test."""
 _MODEL_FILTER_FIELDS = frozenset({"name", "description", "labels"})
 _VERSION_FILTER_FIELDS = frozenset(
@@ -328,7 +330,11 @@ class ModelService:
             },
         )
 
-    def _fail(self, record: VersionRecord, operation: OperationRecord, message: str) -> None:
+    def _fail(
+        self, record: VersionRecord, operation: OperationRecord, message: str, code: int = 3
+    ) -> None:
+        """End a CREATING version FAILED and its operation with `message` (`code`: google.rpc
+        codes, INVALID_ARGUMENT for what the files or code caused)."""
         self.registry.update_version(
             record.project, record.model, record.name, from_states={"CREATING"},
             state="FAILED", error_message=message,
@@ -337,7 +343,7 @@ class ModelService:
             record.project,
             operation.operation_id,
             end_time=now_utc(),
-            error={"code": 3, "message": message, "details": []},
+            error={"code": code, "message": message, "details": []},
         )
 
     def local_dir(self, record: VersionRecord, artifact_uri: str | None = None) -> Path:
@@ -595,7 +601,7 @@ class ModelService:
             etag=new_etag(),
         )  # fmt: skip
         if not changed:  # cancelled (perhaps with another update begun since), or deleted
-            self._end_update(candidate, operation, "The version changed meanwhile.")
+            self._end_update(candidate, operation, "The version changed meanwhile.", _ABORTED)
             return False
         return True
 
@@ -618,13 +624,15 @@ class ModelService:
             response={"@type": _VERSION_TYPE, **version},
         )
 
-    def _end_update(self, record: VersionRecord, operation: OperationRecord, message: str) -> None:
+    def _end_update(
+        self, record: VersionRecord, operation: OperationRecord, message: str, code: int = 3
+    ) -> None:
         """A failed code update, if its operation is still pending: the operation ended with
-        `message` and, in the same transaction, the version READY with its previous code. An
-        operation ended meanwhile (cancelled: the version may be UPDATING for another update
-        by now) is left as it is, and so is the version."""
+        `message` (and `code`) and, in the same transaction, the version READY with its
+        previous code. An operation ended meanwhile (cancelled: the version may be UPDATING for
+        another update by now) is left as it is, and so is the version."""
         error = {
-            "code": 3,
+            "code": code,
             "message": f"{message} The version keeps its previous code.",
             "details": [],
         }
@@ -730,10 +738,10 @@ class ModelService:
                 continue
             if kind == "CREATE_VERSION":
                 self._fail(record, operation, "The server creating this version stopped; "
-                           "create the version again.")  # fmt: skip
+                           "create the version again.", _ABORTED)  # fmt: skip
             elif record.state == "UPDATING":
                 self._end_update(record, operation, "The server updating this version stopped; "
-                                 "update it again.")  # fmt: skip
+                                 "update it again.", _ABORTED)  # fmt: skip
             else:  # it stopped after the new code was made the version's
                 self.finish_code_update(CodeUpdate(record, operation))
 
