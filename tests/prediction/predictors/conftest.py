@@ -121,7 +121,10 @@ def _build_xgboost_file(directory: Path, name: str, saved_as: str) -> Built:
     # xgboost picks the format from the extension (and warns about ".bst"): save, then rename.
     model.get_booster().save_model(directory / saved_as)
     (directory / saved_as).rename(directory / name)
-    return Built(directory, "XGBOOST", model.predict, model.predict_proba, nan_ok=True)
+    # a Booster answers its own output, as on AI Platform: multi:softprob's probability rows
+    return Built(
+        directory, "XGBOOST", model.predict_proba, model.predict_proba, labels=False, nan_ok=True
+    )
 
 
 def build_xgboost_json(directory: Path) -> Built:
@@ -156,8 +159,9 @@ def build_xgboost_binary_logistic(directory: Path) -> Built:
     return Built(
         directory,
         "XGBOOST",
-        lambda x: (positive(x) > 0.5).astype(int),
+        positive,  # the booster's output, as on AI Platform: the probability of class 1
         lambda x: np.column_stack([1 - positive(x), positive(x)]),
+        labels=False,
         nan_ok=True,
     )
 

@@ -6,15 +6,19 @@ format (loadable only by the xgboost versions that still read it). Instances are
 numbers (``null`` is a missing value, which XGBoost handles), or objects keyed by feature name
 when the booster has feature names; they go through ``DMatrix`` as AI Platform did.
 
-Outputs, by the booster's objective:
+Outputs, as AI Platform's (``booster.predict(xgb.DMatrix(instances))``, AIPLATFORM.md 4.2):
 
-* classification objectives (``binary:logistic``, ``binary:logitraw``, ``binary:hinge``,
-  ``multi:softmax``, ``multi:softprob``): the class index (0, 1, ...), as the scikit-learn
-  wrapper's ``predict``; with ``probabilities=True`` one row of class probabilities per
-  instance (``[1 - p, p]`` for binary objectives), except for ``binary:hinge``, which has none.
-  AI Platform returned the booster's raw output instead (the probability of class 1 for
-  ``binary:logistic``); ask for ``probabilities=True`` to get probabilities.
-* every other objective: ``Booster.predict`` as it is (regression values, ranking scores...).
+* a Booster (``model.bst``/``.json``/``.ubj``, or a pickled ``Booster``): ``Booster.predict``
+  as it is, whatever the objective: the probability of class 1 for ``binary:logistic``, a row
+  of class probabilities for ``multi:softprob``, the class index (as a float) for
+  ``multi:softmax``, regression values, ranking scores...
+* a pickled scikit-learn wrapper (``XGBClassifier``...): its ``predict``, so a classifier's
+  class index (0, 1, ...), as AI Platform served such a pickle (as scikit-learn).
+
+With ``probabilities=True`` a classification objective (``binary:logistic``,
+``binary:logitraw``, ``multi:softmax``, ``multi:softprob``) gives one row of class
+probabilities per instance (``[1 - p, p]`` for binary objectives); ``binary:hinge`` and the
+other objectives have none.
 """
 
 from __future__ import annotations
@@ -61,9 +65,18 @@ class XGBoostPredictor(Predictor):
     """In AI Platform's load order (``model.joblib``, ``model.pkl``, ``model.bst``), then the
     newer formats."""
 
-    def __init__(self, booster: Any, model_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        booster: Any,
+        model_dir: str | os.PathLike[str] | None = None,
+        *,
+        predicts_labels: bool = False,
+    ) -> None:
         self.booster = booster
         self.model_dir = None if model_dir is None else Path(model_dir)
+        self.predicts_labels = predicts_labels
+        """A classifier answers class indices (a scikit-learn wrapper's ``predict``), not the
+        booster's output."""
         config = json.loads(booster.save_config())
         self.objective: str = config["learner"]["objective"]["name"]
         self.n_features: int = int(booster.num_features())
@@ -119,14 +132,15 @@ class XGBoostPredictor(Predictor):
             ModelLoadError: `model` is neither.
         """
         xgb = _xgboost()
-        if isinstance(model, xgb.XGBModel):
+        wrapper = isinstance(model, xgb.XGBModel)
+        if wrapper:
             model = model.get_booster()
         if not isinstance(model, xgb.Booster):
             raise ModelLoadError(
                 f"The model file holds a {type(model).__module__}.{type(model).__qualname__}, "
                 "not an XGBoost Booster or model."
             )
-        return cls(model, model_dir)
+        return cls(model, model_dir, predicts_labels=wrapper)
 
     @property
     def is_classifier(self) -> bool:
@@ -134,7 +148,8 @@ class XGBoostPredictor(Predictor):
         return self.objective in CLASSIFICATION_OBJECTIVES
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
-        """Class indices, class probabilities (``probabilities=True``) or raw predictions.
+        """The booster's output, a wrapped classifier's class indices, or class probabilities
+        (``probabilities=True``): see the module docstring.
 
         Raises:
             PredictionError: a malformed instance, probabilities asked of a model without
@@ -154,7 +169,7 @@ class XGBoostPredictor(Predictor):
         try:
             if want_probabilities:
                 outputs = self._probabilities(matrix)
-            elif self.is_classifier:
+            elif self.predicts_labels and self.is_classifier:
                 outputs = self._labels(matrix)
             else:
                 outputs = self._predict(matrix)
