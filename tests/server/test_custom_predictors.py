@@ -150,3 +150,81 @@ def test_sklearn_pipeline_with_trainer_classes_needs_itsbuild_source_package(
     assert np.allclose(
         np.sum(client.predict("pipe", rows, version="v2", probabilities=True), axis=1), 1.0
     )
+
+
+UNRULY = '''
+import os
+import subprocess
+import sys
+
+
+class Unruly:
+    """Misbehaves as the request's "mode" says."""
+
+    @classmethod
+    def from_path(cls, model_dir):
+        return cls()
+
+    def predict(self, instances, **kwargs):
+        mode = kwargs.get("mode")
+        if mode == "fd":  # past sys.stdout: what a C library or a child program writes
+            os.write(1, b"hello from fd 1")
+            subprocess.run(["echo", "hello from a child"], check=True)
+            print("hello from print")
+        elif mode == "stdin":
+            sys.stdin.read()
+        elif mode == "dict":
+            return {f"k{i}": i for i in range(len(instances))}
+        elif mode == "set":
+            return [1] + [{2}] * (len(instances) - 1)
+        elif mode == "short":
+            return [1]
+        elif mode == "exit":
+            os._exit(3)
+        return [sum(instance) for instance in instances]
+'''
+
+
+def test_an_unruly_predictor_gets_clear_answers_and_never_breaks_its_version(
+    client: mlengine.Client, server: ServerProcess, tmp_path: Path
+) -> None:
+    """Output on fd 1 does not corrupt the worker's channel; outputs that are not one JSON
+    value per instance are 400s naming the problem; a worker that died starts again."""
+    sdist = build_source_package(tmp_path / "p9", "unruly", "predictor", UNRULY)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "input_example.json").write_text('{"instances": [[1, 2]]}')
+    shadow = model_dir / "unruly"  # a copy in the model directory must not shadow the package
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("")
+    (shadow / "predictor.py").write_text(
+        "class Unruly:\n    from_path = classmethod(lambda cls, d: cls())\n"
+        "    def predict(self, instances, **kwargs):\n        return ['shadow'] * len(instances)\n"
+    )
+    client.models.create("unruly")
+    client.versions.create(
+        "unruly", "v1", model_dir,
+        config={"predictionClass": "unruly.predictor.Unruly", "packageUris": [str(sdist)]},
+    )  # fmt: skip
+    url = f"{server.url}/v1/projects/default/models/unruly:predict"
+
+    def post(mode: str | None, **extra: object) -> httpx.Response:
+        body = {"instances": [[1, 2], [3, 4]], "mode": mode, **extra}
+        return httpx.post(url, json=body, timeout=60)
+
+    for mode in ("fd", "stdin"):
+        answer = post(mode)
+        assert answer.json() == {"predictions": [3, 7]}, (mode, answer.text)
+    for mode, expected in (
+        ("dict", "the predictor returned a dict; predict must return a list"),
+        ("set", "output for instance 1 is not JSON-serialisable"),
+        ("short", "returned 1 outputs for 2 instances"),
+    ):
+        answer = post(mode)
+        assert answer.status_code == 400, (mode, answer.text)
+        assert expected in answer.json()["error"], answer.text
+    named_self = post(None, self=1)
+    assert named_self.status_code == 400 and "'self'" in named_self.json()["error"]
+    died = post("exit")
+    assert died.status_code >= 500 and "starts again" in died.json()["error"], died.text
+    assert post(None).json() == {"predictions": [3, 7]}  # a new worker answers

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from mlengine.errors import OperationFailed
 from mlengine.prediction._worker import read_frame, write_frame
 from mlengine.prediction.predictors import ModelLoadError, PredictionError, Predictor
@@ -26,8 +28,15 @@ class IsolatedPredictor(Predictor):
 
     framework = "CUSTOM"
 
-    def __init__(self, process: subprocess.Popen[bytes], framework: str, model_dir: Path) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        framework: str,
+        model_dir: Path,
+        command: list[str] | None = None,
+    ) -> None:
         self._process = process
+        self._command = command
         self._lock = threading.Lock()
         self.framework = framework  # type: ignore[misc]
         self.model_dir = model_dir
@@ -53,31 +62,25 @@ class IsolatedPredictor(Predictor):
         Raises:
             ModelLoadError: the worker could not load the model or class.
         """
-        command = [python, "-m", "mlengine.prediction._worker", str(model_dir)]
+        # -P: the model directory (the worker's cwd) is not put first on sys.path, where its
+        # files would shadow the version's packages; the worker appends it instead
+        command = [python, "-P", "-m", "mlengine.prediction._worker", str(model_dir)]
         if prediction_class:
             command += ["--prediction-class", prediction_class]
         if framework:
             command += ["--framework", framework]
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=model_dir
-        )
-        assert process.stdout is not None
-        hello = read_frame(process.stdout)
-        if not isinstance(hello, dict) or "framework" not in hello:
-            process.kill()
-            process.wait()
-            reason = hello.get("error") if isinstance(hello, dict) else "the worker exited"
-            raise ModelLoadError(f"Could not load the model in {model_dir}: {reason}")
-        return cls(process, str(hello["framework"]), model_dir)
+        process, loaded = _spawn(command, model_dir)
+        return cls(process, loaded, model_dir, command)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
-        """Forward to the worker.
+        """Forward to the worker; a worker that died is started again first.
 
         Raises:
             PredictionError: the predictor refused the instances or raised.
-            OperationFailed: the worker died.
+            OperationFailed: the worker died during the call, or could not start again.
         """
         with self._lock:
+            self._restart_if_stopped()
             assert self._process.stdin is not None and self._process.stdout is not None
             try:
                 write_frame(self._process.stdin, {"instances": instances, "options": kwargs})
@@ -85,16 +88,29 @@ class IsolatedPredictor(Predictor):
             except (BrokenPipeError, OSError):
                 reply = None
         if reply is None:
+            self._process.wait()
             raise OperationFailed(
                 f"The prediction worker of {self.model_dir} stopped (exit status "
-                f"{self._process.poll()})."
+                f"{self._process.returncode}) while predicting; it starts again with the "
+                "next request."
             )
         if "error" in reply:
             message = str(reply["error"])
             if not message.startswith("Prediction failed"):
                 message = f"Prediction failed: {message}"
             raise PredictionError(message, instance_index=reply.get("instance_index"))
-        return list(reply["predictions"])
+        return list(orjson.loads(reply["json"]))
+
+    def _restart_if_stopped(self) -> None:
+        if self._process.poll() is None or self._command is None:
+            return
+        try:
+            self._process, _ = _spawn(self._command, self._directory)
+        except ModelLoadError as error:
+            raise OperationFailed(
+                f"The prediction worker of {self.model_dir} stopped and could not start "
+                f"again: {error}"
+            ) from error
 
     def example_instances(self) -> list[Any] | None:
         """Only ``input_example.json``: the worker's model is opaque to us."""
@@ -112,3 +128,26 @@ class IsolatedPredictor(Predictor):
             except (OSError, subprocess.TimeoutExpired):
                 self._process.kill()
                 self._process.wait()
+
+
+def _spawn(command: list[str], model_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a worker and wait until it loaded the model; (the process, its framework).
+
+    Raises:
+        ModelLoadError: the worker could not load the model or class.
+    """
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=model_dir
+    )
+    assert process.stdout is not None
+    hello = read_frame(process.stdout)
+    if not isinstance(hello, dict) or "framework" not in hello:
+        process.kill()
+        process.wait()
+        reason = (
+            hello.get("error")
+            if isinstance(hello, dict)
+            else f"the worker exited (exit status {process.returncode})"
+        )
+        raise ModelLoadError(f"Could not load the model in {model_dir}: {reason}")
+    return process, str(hello["framework"])

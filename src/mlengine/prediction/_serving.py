@@ -414,6 +414,11 @@ class PredictionService:
         when the version is loaded (no coroutine of this method's own in between). The batcher
         keeps its own copy of `options`."""
         framework = str(record.spec.get("framework") or "")
+        if options and "self" in options:  # it would name predict's own first argument
+            raise PredictionError(
+                "Prediction failed: the request field 'self' cannot be passed to the "
+                "predictor's predict(instances, **kwargs); rename it."
+            )
         if framework in B64_FRAMEWORKS:
             instances = decode_b64(instances)
         elif (
