@@ -148,7 +148,7 @@ class TrainerEnvironments:
                 "--no-warn-script-location",
                 *map(str, packages),
             ],
-            "Installing the job's packages",
+            "Installing the packages",
             emit,
         )
         modules = _top_level_modules(purelib, packages)
@@ -156,7 +156,7 @@ class TrainerEnvironments:
             emit(f"Checking that {', '.join(modules)} can be imported")
             _run(
                 [str(python), "-c", "".join(f"import {m}\n" for m in modules)],
-                f"Importing {', '.join(modules)} from the job's environment",
+                f"Importing {', '.join(modules)} from the packages' environment",
                 emit,
                 cwd=tmp,  # not the server's working directory, which may hold a same-named dir
             )
@@ -213,9 +213,10 @@ def _run(
                 tail.append(line)
                 emit(line)
         returncode = process.wait()
-    if returncode != 0:
+    if returncode != 0:  # the last line (an exception, pip's error) first: one-line readers
         output = "\n".join(tail)
-        raise OperationFailed(f"{what} failed (exit status {returncode}):\n{output}")
+        last = f": {tail[-1]}" if tail else ""
+        raise OperationFailed(f"{what} failed (exit status {returncode}){last}\n{output}")
 
 
 def _normalize(name: str) -> str:
