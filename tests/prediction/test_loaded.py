@@ -288,6 +288,28 @@ async def test_batcher_counters_of_a_key_never_go_back(loader: Loader) -> None:
     assert versions.batcher_stats()["a"].requests == 5
 
 
+async def test_unloading_stops_waiting_for_a_request_that_never_ends(loader: Loader) -> None:
+    """After `drain_timeout_s` the predictor is closed under the request (an isolated worker
+    is stopped, failing it) and the unload goes on: a hung predict cannot hold a delete."""
+    versions = LoadedVersions(loader, drain_timeout_s=0.2)
+    entry = await versions.get("a")
+    predictor = loader.predictors["a"]
+    predictor.hold()
+
+    def close() -> None:  # as closing a worker does: the call it held ends
+        loader.events.append("close a")
+        predictor.gate.set()
+
+    predictor.close = close  # type: ignore[method-assign]
+    in_flight = asyncio.create_task(entry.predict(["x"]))
+    await asyncio.to_thread(predictor.entered.wait, 60)
+    await versions.evict("a")
+    assert loader.events == ["close a"] and versions.loaded_keys() == []
+    assert await in_flight == ["a:x"]
+    await versions.close()
+    assert loader.events == ["close a"]  # closed once
+
+
 async def test_batcher_options_come_per_key(loader: Loader) -> None:
     seen: list[Hashable] = []
 

@@ -17,6 +17,8 @@ __all__ = ["LoadedVersion", "LoadedVersions"]
 logger = logging.getLogger("mlengine.prediction.loaded")
 
 _GET_ATTEMPTS = 3
+DRAIN_TIMEOUT_S = 60.0
+"""How long unloading a version waits for its requests by default (`LoadedVersions`)."""
 
 
 class LoadedVersion:
@@ -72,6 +74,10 @@ class LoadedVersions:
         capacity: the most versions kept loaded.
         batcher_options: ``batcher_options(key) -> keyword arguments of MicroBatcher`` (e.g.
             ``max_batch_size``, ``max_wait_s``), called on the worker thread before `loader`.
+        drain_timeout_s: how long unloading waits for the requests a version took; then its
+            predictor is closed under them (a worker process is stopped: they fail) and the
+            unload goes on, so that a predict that never returns cannot hold up a delete or
+            a shutdown for good.
 
     Raises:
         InvalidArgument: `capacity` is not an integer >= 1.
@@ -83,12 +89,14 @@ class LoadedVersions:
         *,
         capacity: int = 8,
         batcher_options: Callable[[Hashable], Mapping[str, Any]] | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise invalid_field("capacity", "LoadedVersions", "an integer >= 1", capacity)
         self.loader = loader
         self.capacity = capacity
         self.batcher_options = batcher_options
+        self.drain_timeout_s = drain_timeout_s
         self._entries: OrderedDict[Hashable, LoadedVersion] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Future[LoadedVersion]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -274,10 +282,19 @@ class LoadedVersions:
 
     async def _unload(self, entry: LoadedVersion) -> None:
         self._draining.add(entry)
+        closing = asyncio.ensure_future(entry.batcher.close())
         try:
-            await entry.batcher.close()
-        finally:  # its counts are final: they move to the key's retired counts at once
-            self._draining.discard(entry)
+            done, _ = await asyncio.wait({closing}, timeout=self.drain_timeout_s)
+            if not done:
+                logger.warning(
+                    "%s still has requests running after %g s: closing its predictor under them",
+                    _name(entry.key), self.drain_timeout_s,
+                )  # fmt: skip
+                await self._close_predictor(entry.predictor, entry.key)
+                await asyncio.wait({closing}, timeout=self.drain_timeout_s)
+                return
+        finally:  # its counts are final (or as final as they get): they move to the key's
+            self._draining.discard(entry)  # retired counts at once
             self._retired[entry.key] = (
                 self._retired.get(entry.key, BatcherStats()) + entry.batcher.stats
             )
