@@ -164,7 +164,8 @@ def local_predict(
     output: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
     """Predict with model files on this machine, without a server (exit 2 when the model
-    refuses the instances, 1 when the files do not load)."""
+    refuses the instances or needs a library that is not installed, 1 when the files do not
+    load)."""
     from mlengine.prediction.predictors import (
         B64_FRAMEWORKS,
         FRAMEWORKS,

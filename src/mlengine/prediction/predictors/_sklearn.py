@@ -64,7 +64,12 @@ def load_pickle(path: Path) -> Any:
     except ModuleNotFoundError as error:
         missing = (error.name or "").split(".")[0]
         extra = missing if missing in ("xgboost", "lightgbm", "torch", "keras") else None
-        hint = f"pip install 'mlengine[{extra}]'" if extra else f"pip install {missing}"
+        hint = (
+            f"pip install 'mlengine[{extra}]'"
+            if extra
+            else f"pip install {missing} (if it is your trainer's own package, give it to the "
+            "version with --package-uris)"
+        )
         raise MissingDependency(
             f"Loading {path} needs the module {missing!r}, which is not installed. "
             f"Install it with: {hint}"
