@@ -17,6 +17,7 @@ import orjson
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -183,6 +184,24 @@ def test_a_pickle_of_an_object_without_predict(tmp_path: Path) -> None:
     joblib.dump({"weights": [1, 2]}, tmp_path / "model.joblib")
     with pytest.raises(ModelLoadError, match="no predict method"):
         load_predictor(tmp_path)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_a_pickled_booster_is_not_served_as_scikit_learn(tmp_path: Path, library: str) -> None:
+    """Its predict takes no array: every request would fail, so the version fails instead."""
+    features, labels = load_iris(return_X_y=True)
+    if library == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.train({"nthread": 1}, xgb.DMatrix(features, label=labels), 2)
+    else:
+        import lightgbm as lgb
+
+        params = {"verbose": -1, "num_threads": 1}
+        booster = lgb.train(params, lgb.Dataset(features, labels), num_boost_round=2)
+    joblib.dump(booster, tmp_path / "model.joblib")
+    with pytest.raises(ModelLoadError, match=f"give the version the framework {library.upper()}"):
+        load_predictor(tmp_path, "SCIKIT_LEARN")
 
 
 def test_a_pickle_that_needs_a_missing_module(tmp_path: Path) -> None:

@@ -305,13 +305,18 @@ class SklearnPredictor(Predictor):
         """Serve an estimator that is already loaded.
 
         Raises:
-            ModelLoadError: the object has no ``predict`` method.
+            ModelLoadError: the object has no ``predict`` method, or is a Booster of XGBoost
+                or LightGBM (its ``predict`` takes no array: the message names the framework).
         """
+        kind = f"{type(model).__module__}.{type(model).__qualname__}"
         if not callable(getattr(model, "predict", None)):
-            raise ModelLoadError(
-                f"The model file holds a {type(model).__module__}.{type(model).__qualname__}, "
-                "which has no predict method."
-            )
+            raise ModelLoadError(f"The model file holds a {kind}, which has no predict method.")
+        for library, framework in (("xgboost", "XGBOOST"), ("lightgbm", "LIGHTGBM")):
+            if kind.startswith(f"{library}.") and type(model).__name__ == "Booster":
+                raise ModelLoadError(
+                    f"The model file holds a {kind}, which scikit-learn cannot serve: give the "
+                    f"version the framework {framework} (--framework {library})."
+                )
         return cls(model, model_dir)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
