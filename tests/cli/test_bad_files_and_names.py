@@ -115,5 +115,7 @@ def test_empty_names_are_refused(run_cli: Cli, client: mlengine.Client, tmp_path
             call()
     with pytest.raises(InvalidArgument, match="Unknown name 'foo' in the Version"):
         client.versions.create("m", "v9", tmp_path, config={"foo": 1})  # not dropped silently
+    with pytest.raises(InvalidArgument, match="Unknown name 'minNode' at 'autoScaling'"):
+        client.versions.create("m", "v9", tmp_path, config={"auto_scaling": {"minNode": 1}})
     assert [m["name"] for m in client.models.list()] == ["projects/default/models/m"]
     assert list(client.versions.list("m")) == []

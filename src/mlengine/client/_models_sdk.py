@@ -247,6 +247,9 @@ class VersionsAPI:
         Raises:
             OperationFailed: the version ended FAILED (the loader's error).
         """
+        from mlengine.models._resource import check_version_config
+
+        check_version_config(config or {})  # a typo is refused here; the server ignores it
         body: dict[str, Any] = dict(config or {})
         body.update({"name": name, "deploymentUri": _origin(origin)})
         for key, value in (

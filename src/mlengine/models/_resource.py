@@ -17,6 +17,7 @@ __all__ = [
     "VERSION_FIELDS",
     "VERSION_OBJECT_FIELDS",
     "batching_labels",
+    "check_version_config",
     "default_version_name",
     "json_name",
     "model_resource",
@@ -92,9 +93,11 @@ VERSION_FIELDS = frozenset(
      "machineType", "autoScaling", "manualScaling", "acceleratorConfig", "predictionClass",
      "packageUris", "serviceAccount", "state", "isDefault", "errorMessage", "createTime",
      "lastUseTime", "lastMigrationModelId", "lastMigrationTime", "etag", "labels",
-     "requestLoggingConfig", "explanationConfig", "container", "routes"}
+     "requestLoggingConfig", "explanationConfig", "container", "routes", "imageUri",
+     "modelClass"}
 )  # fmt: skip
-"""Every field of AI Platform's `Version` (AIPLATFORM.md 3.2), output-only ones included."""
+"""Every field of AI Platform's `Version` (AIPLATFORM.md 3.2), output-only ones included, and
+those of gcloud's generated Version message (``imageUri``, ``modelClass``)."""
 
 
 VERSION_OBJECT_FIELDS: dict[str, frozenset[str]] = {
@@ -117,11 +120,17 @@ def json_name(name: str) -> str:
 
 
 def proto_body(
-    body: Mapping[str, Any], fields: frozenset[str], resource: str, where: str = ""
+    body: Mapping[str, Any],
+    fields: frozenset[str],
+    resource: str,
+    where: str = "",
+    *,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """`body` with its field names read as proto3 JSON parsers read them (the proto name
-    ``deployment_uri`` as ``deploymentUri``); a field `resource` does not have is refused, as
-    Google's API front end does (a typo would otherwise be dropped without a word).
+    ``deployment_uri`` as ``deploymentUri``) and the fields `resource` does not have left out:
+    as AIPLATFORM.md 1.2 asks, a request body's unknown fields are ignored, never refused nor
+    echoed back (gcloud's generated client has fields the published API lacks).
 
     Args:
         body: a JSON object.
@@ -129,19 +138,24 @@ def proto_body(
             ignores those).
         resource: the resource named in messages (``Version``).
         where: the path of `body` inside the resource (``acceleratorConfig``), "" at the top.
+        strict: refuse an unknown field instead (the SDK's and CLI's own checks of what a
+            user wrote, where a typo is caught before it is sent).
 
     Raises:
-        InvalidArgument: an unknown field, or one field given under both of its names.
+        InvalidArgument: one field given under both of its names; with `strict`, an unknown
+            field.
     """
     at = f" at '{where}'" if where else ""
     result: dict[str, Any] = {}
     for key, value in body.items():
         name = key if key in fields else json_name(str(key))
         if name not in fields:
-            raise InvalidArgument(
-                f"Unknown name {str(key)!r}{at} in the {resource}: it has no such field "
-                f"({where or f'a {resource}'} has {', '.join(sorted(fields))})."
-            )
+            if strict:
+                raise InvalidArgument(
+                    f"Unknown name {str(key)!r}{at} in the {resource}: it has no such field "
+                    f"({where or f'a {resource}'} has {', '.join(sorted(fields))})."
+                )
+            continue
         if name in result:
             raise InvalidArgument(
                 f"The field '{where + '.' if where else ''}{name}' of {resource} is given twice "
@@ -149,6 +163,20 @@ def proto_body(
             )
         result[name] = value
     return result
+
+
+def check_version_config(config: Mapping[str, Any]) -> None:
+    """Refuse a field a `Version` does not have, at its top or inside its objects: what the
+    SDK checks of a user's ``config`` (the server ignores unknown fields).
+
+    Raises:
+        InvalidArgument: naming the unknown field and where it is.
+    """
+    known = proto_body(config, VERSION_FIELDS, "Version", strict=True)
+    for field, members in VERSION_OBJECT_FIELDS.items():
+        value = known.get(field)
+        if isinstance(value, Mapping):
+            proto_body(value, members, "Version", field, strict=True)
 
 
 def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
