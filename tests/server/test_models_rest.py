@@ -124,6 +124,8 @@ def test_prediction_errors(
         ({"instances": [[1, 2, 3, "x"]]}, "instance 0"),
         ({"instances": "nope"}, "'instances'"),
         ({"rows": []}, "'instances'"),
+        ({"instances": [[1, 2, 3, 4]], "probabilities": "false"}, "'probabilities' field"),
+        ({"instances": [[1, 2, 3, 4]], "self": 1}, "'self'"),
     ]
     for body, fragment in cases:
         answer = httpx.post(url, json=body)

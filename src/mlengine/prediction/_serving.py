@@ -414,11 +414,8 @@ class PredictionService:
         when the version is loaded (no coroutine of this method's own in between). The batcher
         keeps its own copy of `options`."""
         framework = str(record.spec.get("framework") or "")
-        if options and "self" in options:  # it would name predict's own first argument
-            raise PredictionError(
-                "Prediction failed: the request field 'self' cannot be passed to the "
-                "predictor's predict(instances, **kwargs); rename it."
-            )
+        if options:
+            _check_options(options)
         if framework in B64_FRAMEWORKS:
             instances = decode_b64(instances)
         elif (
@@ -501,6 +498,25 @@ class _Reload:
     future: asyncio.Future[Any]
     retry_at: float
     """After a failed reload, when the next may start (monotonic seconds)."""
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Refuse request fields no predictor could take as they are.
+
+    Raises:
+        PredictionError: a field ``self`` (it would name predict's own first argument), or a
+            ``probabilities`` that is not true, false or null (``"false"`` would read as true).
+    """
+    if "self" in options:
+        raise PredictionError(
+            "Prediction failed: the request field 'self' cannot be passed to the "
+            "predictor's predict(instances, **kwargs); rename it."
+        )
+    wanted = options.get("probabilities")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise PredictionError(
+            f"Prediction failed: the 'probabilities' field must be true or false; got {wanted!r}."
+        )
 
 
 def _parse_request(raw: bytes, max_bytes: int) -> tuple[list[Any], dict[str, Any]]:
