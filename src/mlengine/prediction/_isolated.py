@@ -98,8 +98,8 @@ class IsolatedPredictor(Predictor):
                 reply = read_frame(self._process.stdout)
             except (BrokenPipeError, OSError):
                 reply = None
-        if reply is None:
-            self._process.wait()
+        if reply is None:  # the worker died, or its channel broke: it is of no more use
+            _dispose(self._process)
             raise OperationFailed(
                 f"The prediction worker of {self.model_dir} stopped (exit status "
                 f"{self._process.returncode}) while predicting; it starts again with the "
