@@ -391,6 +391,8 @@ def numeric_batch(
             raise PredictionError.during(
                 library, _shape_message(expected, array.shape[1:]), instance_index=0
             )
+    if np.dtype(dtype).kind in "iu" and array.dtype.kind in "iuf" and array.dtype != dtype:
+        _check_integral(array, np.dtype(dtype), library)
     if array.dtype != dtype:
         array = array.astype(dtype)
     if not allow_nan and array.dtype.kind == "f":
@@ -404,6 +406,32 @@ def numeric_batch(
                 instance_index=index,
             )
     return array
+
+
+def _check_integral(array: np.ndarray, dtype: np.dtype[Any], library: str) -> None:
+    """Refuse numbers an integer input cannot hold as they are (1.5, NaN, a negative number
+    for an unsigned input, one out of range): a cast would change them without a word.
+
+    Raises:
+        PredictionError: naming the first instance holding such a number.
+    """
+    limits = np.iinfo(dtype)
+    with np.errstate(invalid="ignore"):
+        fits = (
+            np.isfinite(array)
+            & (np.floor(array) == array)
+            & (array >= limits.min)
+            & (array <= limits.max)
+        )
+    per_instance = fits.reshape(len(array), -1).all(axis=1) if len(array) else fits
+    if not per_instance.all():
+        index = int(np.argmin(per_instance))
+        bad = array.reshape(len(array), -1)[index][~fits.reshape(len(array), -1)[index]][0]
+        raise PredictionError.during(
+            library,
+            f"the model takes {dtype.name} numbers here; got {float(bad)!r}",
+            instance_index=index,
+        )
 
 
 def _explain(
