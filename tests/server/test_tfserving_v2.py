@@ -123,6 +123,32 @@ def test_tfserving_model_status(deployed: Deployed, http: httpx.Client) -> None:
         assert isinstance(missing.json()["error"], str)
 
 
+def test_tfserving_model_metadata(http: httpx.Client) -> None:
+    """GetModelMetadata: the default signature's inputs and outputs, as TensorInfo."""
+    answer = http.get("/v1/models/iris/metadata")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_spec"] == {"name": "iris", "signature_name": "", "version": "v1"}
+    signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+    assert signature["inputs"] == {
+        "input-0": {
+            "dtype": "DT_FLOAT",
+            "tensor_shape": {
+                "dim": [{"size": "-1", "name": ""}, {"size": "4", "name": ""}],
+                "unknown_rank": False,
+            },
+            "name": "input-0",
+        }
+    }
+    assert signature["outputs"]["output-0"]["dtype"] == "DT_INT64"
+    named = http.get("/v1/models/named/versions/v1/metadata").json()
+    inputs = named["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+    assert sorted(inputs) == sorted(COLUMNS)
+    missing = http.get("/v1/models/iris/versions/v9/metadata")
+    assert missing.status_code == 404 and isinstance(missing.json()["error"], str)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "fragment"),
     [
@@ -134,6 +160,9 @@ def test_tfserving_model_status(deployed: Deployed, http: httpx.Client) -> None:
         ("/v1/models/iris:predict", {"instances": {"a": 1}}, 400, "'instances'"),
         ("/v1/models/named:predict", {"inputs": {"a": [1, 2], "b": [1]}}, 400, "batch size"),
         ("/v1/models/iris:predict", b"{nope", 400, "not valid JSON"),
+        ("/v1/models/iris:classify", {"examples": []}, 400, "use :predict"),
+        ("/v1/models/iris/versions/v1:regress", {"examples": []}, 400, "use :predict"),
+        ("/v1/models/iris/labels/stable:predict", {"instances": []}, 400, "labels"),
     ],
 )
 def test_tfserving_errors(

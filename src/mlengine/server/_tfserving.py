@@ -1,6 +1,9 @@
 """TF Serving's REST API over the same versions as ml v1, so that TF Serving clients work as they
-are: ``POST /v1/models/{m}[/versions/{v}]:predict`` and the model status
-``GET /v1/models/{m}[/versions/{v}]``.
+are: ``POST /v1/models/{m}[/versions/{v}]:predict``, the model status
+``GET /v1/models/{m}[/versions/{v}]`` and its metadata ``GET .../metadata`` (the default
+signature, ``serving_default``). ``:classify``, ``:regress`` and version labels
+(``/labels/L``) are refused with a 400 saying so. Without a version, the model's default
+version answers (AI Platform's rule; TF Serving takes the latest).
 
 Models are looked up in the server's default project (``settings.project``). TF Serving numbers
 its versions; any version name is accepted here. These paths start ``/v1/models/`` and ml
@@ -233,3 +236,95 @@ async def version_status(model: str, version: str, request: Request) -> Response
 async def model_status(model: str, request: Request) -> Response:
     """TF Serving ``GetModelStatus`` of every version of the model."""
     return await _status(model, None, request)
+
+
+_DT_TYPES = {  # Open Inference Protocol datatype -> TensorFlow DataType name
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
+    "BYTES": "DT_STRING",
+}
+
+
+def _tensor_info(tensor: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``TensorInfo`` (proto3 JSON) from Open Inference Protocol tensor metadata."""
+    return {
+        "dtype": _DT_TYPES.get(str(tensor["datatype"]), "DT_INVALID"),
+        "tensor_shape": {
+            "dim": [{"size": str(size), "name": ""} for size in tensor["shape"]],
+            "unknown_rank": False,
+        },
+        "name": str(tensor["name"]),
+    }
+
+
+async def _metadata(model: str, version: str | None, request: Request) -> Response:
+    from mlengine.server._v2 import tensor_metadata  # _v2 imports this module
+
+    prediction: PredictionService = request.app.state.prediction
+    try:
+        record = await prediction.version_record(prediction.settings.project, model, version)
+        inputs, outputs = await tensor_metadata(prediction, record)
+    except MLEngineError as error:
+        return plain_error(error)
+    signature = {
+        "inputs": {str(tensor["name"]): _tensor_info(tensor) for tensor in inputs},
+        "outputs": {str(tensor["name"]): _tensor_info(tensor) for tensor in outputs},
+        "method_name": "tensorflow/serving/predict",
+    }
+    return JSONResponse(
+        {
+            "model_spec": {"name": model, "signature_name": "", "version": record.name},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+        }
+    )
+
+
+@router.get("/v1/models/{model}/versions/{version}/metadata")
+async def version_metadata(model: str, version: str, request: Request) -> Response:
+    """TF Serving ``GetModelMetadata`` (``signature_def``) of one version."""
+    return await _metadata(model, version, request)
+
+
+@router.get("/v1/models/{model}/metadata")
+async def model_metadata(model: str, request: Request) -> Response:
+    """TF Serving ``GetModelMetadata`` of the model's default version."""
+    return await _metadata(model, None, request)
+
+
+def _not_served(what: str) -> Response:
+    return plain_error(InvalidArgument(what))
+
+
+_NO_CLASSIFY = (
+    "TF Serving's Classify and Regress APIs (tf.Example inputs) are not served here: use "
+    ':predict with instances (a classifier answers probabilities with "probabilities": true).'
+)
+_NO_LABELS = (
+    "Version labels are not served here: name the version (/versions/V), or leave it out for "
+    "the model's default version."
+)
+
+
+@router.post("/v1/models/{model}/versions/{version}:classify")
+@router.post("/v1/models/{model}/versions/{version}:regress")
+@router.post("/v1/models/{model}:classify")
+@router.post("/v1/models/{model}:regress")
+async def classify_or_regress() -> Response:
+    """TF Serving ``Classify``/``Regress``: refused with 400 saying to use ``:predict``."""
+    return _not_served(_NO_CLASSIFY)
+
+
+@router.api_route("/v1/models/{model}/labels/{rest:path}", methods=["GET", "POST"])
+async def labels() -> Response:
+    """TF Serving's version labels: refused with 400 saying to name the version."""
+    return _not_served(_NO_LABELS)

@@ -47,7 +47,7 @@ from mlengine.server._tfserving import (
 )
 from mlengine.store import VersionRecord
 
-__all__ = ["router"]
+__all__ = ["router", "tensor_metadata"]
 
 router = APIRouter()
 
@@ -419,10 +419,12 @@ def _describe_inputs(
     return described
 
 
-async def _signature(
+async def tensor_metadata(
     prediction: PredictionService, record: VersionRecord
 ) -> tuple[list[Any], list[Any]]:
-    """(inputs, outputs) metadata of a version, derived once per loaded predictor."""
+    """(inputs, outputs) metadata of a version (``{"name", "datatype", "shape"}`` each, shapes
+    with -1 for the batch), derived once per loaded predictor; the TF Serving metadata route
+    uses it too."""
     entry = await prediction.loaded.get((record.project, record.model, record.name))
     known = _SIGNATURES.get(entry.predictor)
     if known is not None:
@@ -459,7 +461,7 @@ async def _model_metadata(model: str, version: str | None, request: Request) -> 
     try:
         record = await prediction.version_record(project, model, version)
         versions = await _ready_names(prediction, project, model)
-        inputs, outputs = await _signature(prediction, record)
+        inputs, outputs = await tensor_metadata(prediction, record)
     except MLEngineError as error:
         return plain_error(error)
     return JSONResponse(
