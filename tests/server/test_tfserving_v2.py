@@ -4,6 +4,7 @@ and the unmodified ``tritonclient.http`` get the same predictions as the models 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,25 @@ def test_tfserving_model_status(deployed: Deployed, http: httpx.Client) -> None:
         assert isinstance(missing.json()["error"], str)
 
 
+def test_compressed_bodies_are_bounded_after_decompression(http: httpx.Client) -> None:
+    body = b'{"instances": [' + b"[1, 2, 3, 4]," * 200_000 + b"[1, 2, 3, 4]]}"  # > 1.5 MB
+    packed = gzip.compress(body)
+    assert len(packed) < 100_000
+    answer = http.post(
+        "/v1/models/iris:predict", content=packed, headers={"Content-Encoding": "gzip"}
+    )
+    assert answer.status_code == 413 and "once decompressed" in answer.json()["error"]
+    small = gzip.compress(b'{"instances": [[1, 2, 3, 4]]}')
+    gzipped = {"Content-Encoding": "gzip"}
+    answer = http.post("/v1/models/iris:predict", content=small, headers=gzipped)
+    assert answer.status_code == 200, answer.text
+    for encoding, content in (("br", small), ("gzip", b"not gzip")):
+        refused = http.post(
+            "/v1/models/iris:predict", content=content, headers={"Content-Encoding": encoding}
+        )
+        assert refused.status_code == 400 and encoding in refused.json()["error"]
+
+
 def test_tfserving_model_metadata(http: httpx.Client) -> None:
     """GetModelMetadata: the default signature's inputs and outputs, as TensorInfo."""
     answer = http.get("/v1/models/iris/metadata")
@@ -236,6 +256,11 @@ def test_tritonclient_infer(deployed: Deployed, triton: Any) -> None:
     # reads the JSON answer all the same)
     result = triton.infer("iris", [features], model_version="v2")
     assert result.as_numpy("output-0").tolist() == deployed.linear.predict(data).tolist()
+    for algorithm in ("gzip", "deflate"):  # compressed request bodies
+        result = triton.infer(
+            "iris", [features], outputs=wanted, request_compression_algorithm=algorithm
+        )
+        assert result.as_numpy("output-0").tolist() == deployed.forest.predict(data).tolist()
     # request parameters become predict options
     result = triton.infer("iris", [features], outputs=wanted, parameters={"probabilities": True})
     probabilities = result.as_numpy("output-0")

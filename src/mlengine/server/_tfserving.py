@@ -17,6 +17,7 @@ same error shape serves the Open Inference Protocol (`mlengine.server._v2`).
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,13 +64,18 @@ def plain_error(error: MLEngineError) -> JSONResponse:
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object.
+    """The request body as a JSON object; a body sent with ``Content-Encoding: gzip`` or
+    ``deflate`` (tritonclient's ``request_compression_algorithm``) is decompressed first.
 
     Raises:
-        PayloadTooLarge: the body has more than `limit` bytes.
-        InvalidArgument: the body is not JSON, or not an object.
+        PayloadTooLarge: the body, decompressed, has more than `limit` bytes.
+        InvalidArgument: the body is not JSON, or not an object, or an encoding that is not
+            gzip or deflate, or one that does not decode.
     """
     raw = await request.body()
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raw = _decompressed(raw, encoding, limit)
     if len(raw) > limit:
         raise PayloadTooLarge(
             f"The request body has {len(raw)} bytes; the limit is {limit} (max_request_bytes)."
@@ -80,6 +86,33 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         raise InvalidArgument(f"The request body is not valid JSON: {error}.") from None
     if not isinstance(body, dict):
         raise InvalidArgument("The request body must be a JSON object.")
+    return body
+
+
+def _decompressed(raw: bytes, encoding: str, limit: int) -> bytes:
+    """`raw` decoded from gzip or deflate, reading at most `limit` + 1 bytes out of it (so a
+    small body that inflates to gigabytes is refused, not inflated).
+
+    Raises:
+        InvalidArgument: another encoding, or data that does not decode.
+        PayloadTooLarge: more than `limit` bytes once decoded.
+    """
+    gzip = 16 + zlib.MAX_WBITS
+    windows = {"gzip": gzip, "x-gzip": gzip, "deflate": zlib.MAX_WBITS}  # deflate: zlib format
+    if encoding not in windows:
+        raise InvalidArgument(
+            f"The request's Content-Encoding {encoding!r} is not supported: send gzip, deflate "
+            "or an uncompressed body."
+        )
+    try:
+        inflater = zlib.decompressobj(windows[encoding])
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error as error:
+        raise InvalidArgument(f"The request body is not valid {encoding} data: {error}.") from None
+    if len(body) > limit:
+        raise PayloadTooLarge(
+            f"The request body has more than {limit} bytes once decompressed (max_request_bytes)."
+        )
     return body
 
 
