@@ -405,3 +405,17 @@ def test_tensorflow_signatures_and_named_outputs(tmp_path: Path) -> None:
         predictor.predict([[1, 2, 3, 4]], signature_name="nope")
     with pytest.raises(PredictionError, match=r"instance 0: expected 4 features, got 2"):
         predictor.predict([[1, 2]])
+
+
+def test_an_object_instance_with_a_key_the_model_lacks_is_refused(tmp_path: Path) -> None:
+    """As TF Serving does: a signature's named inputs only (a "key" the model does not take
+    is not dropped without a word)."""
+    from .conftest import build_onnx_tensor
+
+    build_onnx_tensor(tmp_path)
+    predictor = load_predictor(tmp_path)
+    features = iris_data()[0][:2].tolist()
+    name = predictor.tensor_signature().inputs[0].name
+    assert len(predictor.predict([{name: row} for row in features])) == 2
+    with pytest.raises(PredictionError, match=rf"instance 1: unknown input 'key' .*'{name}'"):
+        predictor.predict([{name: features[0]}, {name: features[1], "key": 7}])

@@ -497,14 +497,16 @@ def _short(value: Any, limit: int = 40) -> str:
 
 
 def named_columns(
-    instances: Sequence[Any], names: Sequence[str], library: str
+    instances: Sequence[Any], names: Sequence[str], library: str, *, strict: bool = False
 ) -> dict[str, list[Any]]:
     """Columns of dict instances: ``{name: [value of each instance]}`` for each of `names`.
 
-    Keys other than `names` are ignored.
+    Keys other than `names` are ignored, or refused with `strict` (a model's named tensors:
+    TF Serving refuses an input the signature does not have).
 
     Raises:
-        PredictionError: an instance is not an object, or lacks one of `names`.
+        PredictionError: an instance is not an object, lacks one of `names`, or (`strict`)
+            has another key.
     """
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for index, instance in enumerate(instances):
@@ -520,6 +522,13 @@ def named_columns(
                     library, f"missing input {name!r}", instance_index=index
                 )
             columns[name].append(instance[name])
+        if strict and len(instance) > len(names):
+            unknown = sorted(str(key) for key in instance if key not in columns)
+            raise PredictionError.during(
+                library,
+                f"unknown input {unknown[0]!r} (the model's inputs are {list(names)})",
+                instance_index=index,
+            )
     return columns
 
 
@@ -604,7 +613,8 @@ def input_arrays(
     """The instances as one array per model input.
 
     With one input, instances are its values (or objects holding it under its name); with
-    several, objects keyed by input name. Numeric inputs are checked by `numeric_batch`
+    several, objects keyed by input name (a key that names no input is refused, as TF Serving
+    does). Numeric inputs are checked by `numeric_batch`
     (no missing values); string inputs take strings or bytes.
 
     Raises:
@@ -616,13 +626,13 @@ def input_arrays(
             isinstance(item, Mapping) for item in instances
         ):
             return {spec.name: _input_array(instances, spec, library)}
-        instances = named_columns(instances, [spec.name], library)[spec.name]
+        instances = named_columns(instances, [spec.name], library, strict=True)[spec.name]
         return {spec.name: _input_array(instances, spec, library)}
     if isinstance(instances, np.ndarray):
         raise PredictionError.during(
             library, f"the model has several inputs {[spec.name for spec in inputs]}: send objects"
         )
-    columns = named_columns(instances, [spec.name for spec in inputs], library)
+    columns = named_columns(instances, [spec.name for spec in inputs], library, strict=True)
     return {spec.name: _input_array(columns[spec.name], spec, library) for spec in inputs}
 
 
