@@ -110,6 +110,11 @@ def test_failed_version_reports_the_loader_error(
     version = client.versions.get("bad", "v1")
     assert version["state"] == "FAILED"
     assert version["errorMessage"]
+    # the files are named as the user gave them, not as the server's copy of them
+    assert str(model_dirs["broken"]) in version["errorMessage"], version["errorMessage"]
+    assert "not a joblib or pickle file" in version["errorMessage"]
+    assert "/artifacts/" not in version["errorMessage"]
+    assert "/cache/" not in version["errorMessage"]
     assert "defaultVersion" not in client.models.get("bad")
 
 

@@ -298,6 +298,7 @@ class ModelService:
         destination = self.settings.artifact_root.rstrip("/") + (
             f"/models/{record.project}/{record.model}/{record.name}-{int(time.time() * 1000)}"
         )
+        local: Path | None = None
         try:
             artifact_uri = copy_version_files(record.spec["deploymentUri"], destination)
             if not self.registry.update_version(
@@ -306,12 +307,14 @@ class ModelService:
             ):  # fmt: skip
                 _remove(artifact_uri)  # cancelled meanwhile: no version holds the copy
                 return
-            framework = verify(record, self.local_dir(record, artifact_uri))
+            local = self.local_dir(record, artifact_uri)
+            framework = verify(record, local)
         except MLEngineError as error:
-            self._fail(record, operation, str(error))
+            self._fail(record, operation, _user_paths(str(error), local, record))
             return
         except Exception as error:  # a loader's own exception type: its message is the reason
-            self._fail(record, operation, f"{type(error).__name__}: {error}")
+            message = f"{type(error).__name__}: {error}"
+            self._fail(record, operation, _user_paths(message, local, record))
             return
         spec = _with_framework(record.spec, framework)
         if not self.registry.update_version(
@@ -587,13 +590,16 @@ class ModelService:
         version where it serves it). When the new code fails, leave the version READY as it was,
         end the operation with the error and return False."""
         candidate, operation = update.candidate, update.operation
+        local: Path | None = None
         try:
-            framework = verify(candidate, self.local_dir(candidate))
+            local = self.local_dir(candidate)
+            framework = verify(candidate, local)
         except MLEngineError as error:
-            self._end_update(candidate, operation, str(error))
+            self._end_update(candidate, operation, _user_paths(str(error), local, candidate))
             return False
         except Exception as error:  # a loader's own exception type: its message is the reason
-            self._end_update(candidate, operation, f"{type(error).__name__}: {error}")
+            message = f"{type(error).__name__}: {error}"
+            self._end_update(candidate, operation, _user_paths(message, local, candidate))
             return False
         spec = _with_framework(candidate.spec, framework)
         changed = self.registry.commit_version_update(
@@ -896,6 +902,14 @@ def _check_local_files(spec: Mapping[str, Any], check_origin: bool = True) -> No
 
 def _indexed(field: str, spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(f"{field}[{index}]", uri) for index, uri in enumerate(spec.get(field) or ())]
+
+
+def _user_paths(message: str, local: Path | None, record: VersionRecord) -> str:
+    """`message` with the server's local copy of the version's files named as the user named
+    them, by the version's deploymentUri (a loader names the files it read)."""
+    if local is None:
+        return message
+    return message.replace(str(local), str(record.spec["deploymentUri"]).rstrip("/"))
 
 
 def _owner_is_dead(owner: str | None) -> bool:

@@ -14,6 +14,7 @@ and then strings are passed through to it (for its own encoders).
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -74,8 +75,22 @@ def load_pickle(path: Path) -> Any:
             f"Loading {path} needs the module {missing!r}, which is not installed. "
             f"Install it with: {hint}"
         ) from error
+    except (KeyError, EOFError, pickle.UnpicklingError) as error:
+        if isinstance(error, KeyError) and _looks_pickled(path):  # a pickle's own KeyError
+            raise load_failure(path, error) from error
+        raise ModelLoadError(
+            f"Could not load the model in {path}: the file is not a joblib or pickle file "
+            f"({type(error).__name__}: {error})."
+        ) from error
     except Exception as error:
         raise load_failure(path, error) from error
+
+
+def _looks_pickled(path: Path) -> bool:
+    """Whether `path` starts as a pickle (protocol 2 or later) or a compressed joblib file."""
+    with open(path, "rb") as handle:
+        head = handle.read(3)
+    return head[:1] == b"\x80" or head[:1] == b"\x78" or head[:2] == b"\x1f\x8b" or (head == b"BZh")
 
 
 def load_skops(path: Path) -> Any:
