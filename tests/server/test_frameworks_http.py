@@ -218,6 +218,8 @@ class TestEveryFramework:
         got = result.as_numpy(answered["name"])
         assert got is not None
         assert list(got.shape) == [5, *answered["shape"][1:]]
+        if deployed.built.framework in ("KERAS", "TENSORFLOW"):  # float32 models: FP32 out
+            assert answered["datatype"] == "FP32" and got.dtype == np.float32
         compare(got.tolist(), deployed.built.reference(features), labels=deployed.built.labels)
 
 

@@ -259,8 +259,10 @@ def _datatype(array: np.ndarray) -> str:
     return "BYTES"
 
 
-def _output_tensor(name: str, values: list[Any]) -> dict[str, Any]:
-    """One response tensor from per-instance values.
+def _output_tensor(name: str, values: list[Any], dtype: Any = None) -> dict[str, Any]:
+    """One response tensor from per-instance values; numbers in floating point take the
+    model's declared `dtype` for the output when it is one (FP32 for a float32 model: JSON
+    carried them as doubles).
 
     Raises:
         OperationFailed: the values do not form a tensor (different shapes, or objects).
@@ -281,6 +283,8 @@ def _output_tensor(name: str, values: list[Any]) -> dict[str, Any]:
         )
     if array.dtype.kind in "iu":
         array = array.astype(np.int64 if array.dtype.kind == "i" else np.uint64)
+    elif dtype is not None and array.dtype.kind == "f" and np.dtype(dtype).kind == "f":
+        array = array.astype(dtype)
     return {
         "name": name,
         "datatype": _datatype(array),
@@ -289,17 +293,24 @@ def _output_tensor(name: str, values: list[Any]) -> dict[str, Any]:
     }
 
 
-def output_tensors(predictions: list[Any], name: str = UNNAMED_OUTPUT) -> list[dict[str, Any]]:
+def output_tensors(
+    predictions: list[Any], signature: TensorSignature | None = None
+) -> list[dict[str, Any]]:
     """Response tensors: one per key when every prediction is an object, else one tensor
-    `name` (the model's single output, ``output-0`` when it has no name).
+    named after the model's single output (``output-0`` when it has no name); floating-point
+    outputs in the dtype `signature` declares for them.
 
     Raises:
         OperationFailed: the predictions do not form tensors.
     """
     columns = columnar_outputs(predictions)
+    declared = signature.output_dtype if signature is not None else (lambda _: None)
     if isinstance(columns, dict):
-        return [_output_tensor(str(key), values) for key, values in columns.items()]
-    return [_output_tensor(name, columns)]
+        return [
+            _output_tensor(str(key), values, declared(str(key))) for key, values in columns.items()
+        ]
+    name = _single_output(signature)
+    return [_output_tensor(name, columns, declared(name))]
 
 
 def _single_output(signature: TensorSignature | None) -> str:
@@ -446,7 +457,7 @@ async def tensor_metadata(
             )
             outputs = [
                 {"name": t["name"], "datatype": t["datatype"], "shape": [-1, *t["shape"][1:]]}
-                for t in output_tensors(predictions, _single_output(signature))
+                for t in output_tensors(predictions, signature)
             ]
         except MLEngineError:
             outputs = []
@@ -528,10 +539,8 @@ async def _infer(model: str, version: str | None, request: Request) -> Response:
         answer: dict[str, Any] = {"model_name": model, "model_version": record.name}
         if "id" in body:
             answer["id"] = body["id"]
-        name = UNNAMED_OUTPUT
-        if predictions and not isinstance(predictions[0], Mapping):
-            name = _single_output(await _tensor_signature(prediction, record, options))
-        answer["outputs"] = _requested(body.get("outputs"), output_tensors(predictions, name))
+        signature = await _tensor_signature(prediction, record, options) if predictions else None
+        answer["outputs"] = _requested(body.get("outputs"), output_tensors(predictions, signature))
         response = JSONResponse(answer)
     except MLEngineError as error:
         response = plain_error(error)

@@ -600,11 +600,19 @@ class TensorInput:
 
 @dataclasses.dataclass(frozen=True)
 class TensorSignature:
-    """The tensors a model declares: its inputs, and the names of the outputs its predictions
-    hold, in order (empty when the names are unknown)."""
+    """The tensors a model declares: its inputs, the names of the outputs its predictions
+    hold, in order (empty when the names are unknown), and those outputs' numpy dtypes
+    (parallel to `outputs`, None where unknown; empty when none is known)."""
 
     inputs: tuple[TensorInput, ...]
     outputs: tuple[str, ...] = ()
+    output_dtypes: tuple[Any, ...] = ()
+
+    def output_dtype(self, name: str) -> Any:
+        """The numpy dtype of output `name`, or None when unknown."""
+        if name in self.outputs and len(self.output_dtypes) == len(self.outputs):
+            return self.output_dtypes[self.outputs.index(name)]
+        return None
 
 
 def input_arrays(

@@ -98,7 +98,10 @@ class KerasPredictor(Predictor):
 
     def tensor_signature(self, **kwargs: Any) -> TensorSignature:
         """The model's inputs and output names."""
-        return TensorSignature(tuple(self.inputs), tuple(self.output_names))
+        dtypes = tuple(
+            _numpy_dtype(tensor) for tensor in getattr(self.model, "outputs", None) or []
+        )
+        return TensorSignature(tuple(self.inputs), tuple(self.output_names), dtypes)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """The model's outputs, one per instance (``probabilities`` does not apply).
@@ -179,3 +182,11 @@ def _layer_name(tensor: Any) -> str:
     operation = getattr(history, "operation", None)
     name = getattr(operation, "name", None)
     return str(name) if name else str(tensor.name)
+
+
+def _numpy_dtype(tensor: Any) -> Any:
+    """The numpy dtype of a Keras tensor, or None when numpy has none for it."""
+    try:
+        return np.dtype(str(tensor.dtype))
+    except TypeError:
+        return None

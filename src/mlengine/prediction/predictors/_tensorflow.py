@@ -69,7 +69,9 @@ class _Signature:
             for name, spec in sorted(specs.items())
         ]
         outputs = getattr(function, "structured_outputs", None)
-        self.outputs = tuple(str(name) for name in outputs) if isinstance(outputs, dict) else ()
+        named = outputs if isinstance(outputs, dict) else {}
+        self.outputs = tuple(str(name) for name in named)
+        self.output_dtypes = tuple(_numpy_dtype(spec) for spec in named.values())
 
 
 class TensorFlowPredictor(Predictor):
@@ -128,7 +130,7 @@ class TensorFlowPredictor(Predictor):
             PredictionError: no such signature.
         """
         signature = self._signature(kwargs.get("signature_name"))
-        return TensorSignature(tuple(signature.inputs), signature.outputs)
+        return TensorSignature(tuple(signature.inputs), signature.outputs, signature.output_dtypes)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """The signature's outputs, one per instance; ``signature_name`` picks the signature.
@@ -189,3 +191,12 @@ def _input_gradients(signature: _Signature, arrays: dict[str, Any], output: Any)
 
 def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+def _numpy_dtype(spec: Any) -> Any:
+    """The numpy dtype of a TensorSpec, or None (a string or a dtype numpy lacks)."""
+    try:
+        dtype = np.dtype(spec.dtype.as_numpy_dtype)
+    except (AttributeError, TypeError):
+        return None
+    return None if dtype.kind in "OSU" else dtype
