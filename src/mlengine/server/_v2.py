@@ -326,10 +326,17 @@ async def _tensor_signature(
     """The tensors the loaded version declares under `options`, None when it declares none
     (or the options name nothing it has: the prediction itself says so)."""
     entry = await prediction.loaded.get((record.project, record.model, record.name))
+    return _declared(entry.predictor, options)
+
+
+def _declared(predictor: Any, options: Mapping[str, Any]) -> TensorSignature | None:
+    """`predictor.tensor_signature(**options)`, or None when the options name nothing the
+    model has."""
     try:
-        return entry.predictor.tensor_signature(**options)
+        signature: TensorSignature | None = predictor.tensor_signature(**options)
     except MLEngineError:
         return None
+    return signature
 
 
 def _requested(outputs: Any, tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -441,10 +448,7 @@ async def tensor_metadata(
     if known is not None:
         return known
     outputs: list[Any] = []
-    try:
-        signature = entry.predictor.tensor_signature()
-    except MLEngineError:
-        signature = None
+    signature = _declared(entry.predictor, {})
     try:
         examples = await entry.batcher.run_exclusive(entry.predictor.example_instances)
     except Exception:
@@ -461,10 +465,10 @@ async def tensor_metadata(
             ]
         except MLEngineError:
             outputs = []
-    signature = (inputs, outputs)
+    metadata = (inputs, outputs)
     with contextlib.suppress(TypeError):  # no weak reference: derived again next time
-        _SIGNATURES[entry.predictor] = signature
-    return signature
+        _SIGNATURES[entry.predictor] = metadata
+    return metadata
 
 
 async def _model_metadata(model: str, version: str | None, request: Request) -> Response:

@@ -79,6 +79,11 @@ class KerasPredictor(Predictor):
             if names
             else [_layer_name(tensor) for tensor in getattr(model, "outputs", None) or []]
         )
+        self._signature = TensorSignature(
+            tuple(self.inputs),
+            tuple(self.output_names),
+            tuple(_numpy_dtype(tensor) for tensor in getattr(model, "outputs", None) or []),
+        )
 
     @classmethod
     def from_path(cls, model_dir: str | os.PathLike[str]) -> Self:
@@ -97,11 +102,8 @@ class KerasPredictor(Predictor):
         return cls(model, model_dir)
 
     def tensor_signature(self, **kwargs: Any) -> TensorSignature:
-        """The model's inputs and output names."""
-        dtypes = tuple(
-            _numpy_dtype(tensor) for tensor in getattr(self.model, "outputs", None) or []
-        )
-        return TensorSignature(tuple(self.inputs), tuple(self.output_names), dtypes)
+        """The model's inputs, output names and output dtypes (read once, at load)."""
+        return self._signature
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
         """The model's outputs, one per instance (``probabilities`` does not apply).

@@ -82,7 +82,10 @@ class ONNXPredictor(Predictor):
             for node in session.get_inputs()
         ]
         self.output_names: list[str] = [node.name for node in session.get_outputs()]
-        self._output_dtypes = {node.name: _DTYPES.get(node.type) for node in session.get_outputs()}
+        self._output_dtypes = {  # None where numpy has no dtype for it (strings, maps)
+            node.name: None if _DTYPES.get(node.type) in (None, object) else _DTYPES[node.type]
+            for node in session.get_outputs()
+        }
         self._label, self._probabilities = _classifier_outputs(self.output_names)
         self._example: list[Any] | None = None
         self._example_derived = False
@@ -124,10 +127,7 @@ class ONNXPredictor(Predictor):
         outputs = self.output_names
         if self._label is not None and self._probabilities is not None:
             outputs = [self._probabilities if kwargs.get("probabilities") else self._label]
-        dtypes = tuple(
-            None if self._output_dtypes.get(name) in (None, object) else self._output_dtypes[name]
-            for name in outputs
-        )
+        dtypes = tuple(self._output_dtypes[name] for name in outputs)
         return TensorSignature(tuple(self.inputs), tuple(outputs), dtypes)
 
     def predict(self, instances: list[Any], **kwargs: Any) -> list[Any]:
