@@ -35,6 +35,8 @@ class LoadedVersion:
         self.key = key
         self.predictor = predictor
         self.batcher = batcher
+        self.retired = False
+        """Its batcher's counts moved to `LoadedVersions`' retired counts (it is unloaded)."""
 
     @property
     def closed(self) -> bool:
@@ -115,7 +117,7 @@ class LoadedVersions:
         after an update, deleted), so that they never go back."""
         totals = dict(self._retired)
         live = {*self._entries.values(), *self._unloading.values(), *self._draining}
-        for entry in live:
+        for entry in (entry for entry in live if not entry.retired):  # counted once
             totals[entry.key] = totals.get(entry.key, BatcherStats()) + entry.batcher.stats
         return totals
 
@@ -298,6 +300,7 @@ class LoadedVersions:
             self._retired[entry.key] = (
                 self._retired.get(entry.key, BatcherStats()) + entry.batcher.stats
             )
+            entry.retired = True  # its task may still be listed as unloading a while
         await self._close_predictor(entry.predictor, entry.key)
 
     async def _close_predictor(self, predictor: Any, key: Hashable) -> None:
